@@ -1,0 +1,32 @@
+# The README's two commands are `make demo` and `make test`; each installs what it needs first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-slow lint bench scheduler scheduler-stop status serve clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)            ## run the pipeline end to end on embedded defaults
+	$(BIN)/python -m pipeline.demo
+
+test: $(STAMP)            ## lint, then the test suite (what CI runs)
+	$(BIN)/ruff check pipeline tasks tests benchmarks
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: $(STAMP)       ## the heavier fault-injection and scale variants
+	$(BIN)/pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline tasks tests benchmarks
+
+bench: $(STAMP)           ## every benchmark; numbers go to docs/performance.md by hand
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) warehouse var .pytest_cache

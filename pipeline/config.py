@@ -1,0 +1,140 @@
+"""Configuration: one ``luigi.Config`` class per ``luigi.cfg`` section.
+
+Every knob has a description and a default that works on one machine with no
+setup. Operational knobs (concurrency, timeouts, prices) are ``significant=False``
+so they never change a task's identity. Secrets are never read here: S3
+credentials come from the environment or the AWS credential chain.
+"""
+
+from __future__ import annotations
+
+import luigi
+
+
+class warehouse(luigi.Config):  # noqa: N801 - luigi maps the class name to the [warehouse] section
+    root = luigi.Parameter(
+        default="file://./warehouse",
+        description="Warehouse root URL: file://PATH (relative to the working directory), s3://BUCKET/PREFIX "
+        "or hdfs://HOST:PORT/PATH.",
+    )
+    project = luigi.Parameter(default="echonest", description="Project folder under the root for our datasets.")
+    metadata_project = luigi.Parameter(
+        default="metadata", description="Project folder that holds the external metadata dump (tracks/<date>)."
+    )
+    s3_endpoint_url = luigi.OptionalParameter(
+        default=None,
+        significant=False,
+        description="S3 endpoint of an s3:// warehouse root (unset = AWS). Credentials come from the AWS chain.",
+    )
+
+
+class source(luigi.Config):  # noqa: N801
+    url = luigi.Parameter(
+        default="s3://echonest-analysis/analysis/",
+        description="Where the analysis JSON documents live: s3://BUCKET/PREFIX or file://FOLDER. "
+        "Keys from the metadata dump are relative to it and may not escape it.",
+    )
+    endpoint_url = luigi.OptionalParameter(
+        default=None, significant=False,
+        description="S3 endpoint URL (unset = AWS; the demo sets its loopback server).",
+    )
+    region = luigi.Parameter(default="us-east-1", significant=False, description="AWS region of the bucket.")
+    key_template = luigi.Parameter(
+        default="{track_id}.json",
+        description="Key of a track's analysis relative to the source URL, used when the metadata dump gives "
+        "none. Fields: {track_id}, {shard} (first two characters of the id).",
+    )
+    concurrency = luigi.IntParameter(
+        default=16, significant=False,
+        description="Concurrent downloads per chunk (the connection pool is sized to it).",
+    )
+    max_attempts = luigi.IntParameter(
+        default=5, significant=False, description="botocore attempts per request, and attempts per unreadable body."
+    )
+    retry_mode = luigi.ChoiceParameter(
+        default="adaptive", choices=["legacy", "standard", "adaptive"], significant=False,
+        description="botocore retry mode; 'adaptive' also rate-limits the client on 503 SlowDown.",
+    )
+    connect_timeout = luigi.FloatParameter(default=5.0, significant=False, description="Connect timeout, seconds.")
+    read_timeout = luigi.FloatParameter(default=30.0, significant=False, description="Read timeout, seconds.")
+    max_document_bytes = luigi.IntParameter(
+        default=64 * 1024 * 1024, significant=False,
+        description="Largest analysis document accepted (decompressed bytes); larger ones are ledgered as invalid.",
+    )
+    unreachable_after = luigi.IntParameter(
+        default=20, significant=False,
+        description="Consecutive connection failures (with no success yet) after which the source is declared "
+        "unreachable and the chunk fails fast without ledgering every track.",
+    )
+
+
+class ingest(luigi.Config):  # noqa: N801
+    chunks = luigi.IntParameter(
+        default=20, description="Number of buckets (= ingest chunks) every analysis dataset is split into."
+    )
+    failure_ratio = luigi.FloatParameter(
+        default=0.001, significant=False,
+        description="A chunk publishes nothing when failed/attempted exceeds this ratio (missing and invalid "
+        "tracks are not failures: they are facts about the source).",
+    )
+    records_per_part = luigi.IntParameter(
+        default=20000, significant=False, description="Records per Avro part file before a bucket rolls to the next."
+    )
+    codec = luigi.ChoiceParameter(
+        default="snappy", choices=["null", "deflate", "snappy"], significant=False,
+        description="Avro block codec of the data files (see docs/formats.md for the measurements behind it).",
+    )
+
+
+class costs(luigi.Config):  # noqa: N801
+    get_per_1000 = luigi.FloatParameter(default=0.0004, description="USD per 1,000 GET requests.")
+    list_per_1000 = luigi.FloatParameter(default=0.005, description="USD per 1,000 LIST requests.")
+    transfer_per_gb = luigi.FloatParameter(
+        default=0.09, description="USD per GB transferred out of S3 (0 when the workers run in the bucket's region)."
+    )
+
+
+class pipeline(luigi.Config):  # noqa: N801
+    start_date = luigi.OptionalParameter(
+        default=None,
+        description="First date of the pipeline (its first full snapshot, its first attributes). "
+        "Unset = the earliest metadata dump in the warehouse.",
+    )
+
+
+class compaction(luigi.Config):  # noqa: N801
+    every_days = luigi.IntParameter(
+        default=7, description="A new full snapshot is compacted when this many days passed since the last full."
+    )
+    max_incremental_ratio = luigi.FloatParameter(
+        default=0.2,
+        description="...or earlier, when the records in incrementals since the last full exceed this share of it.",
+    )
+
+
+class retention(luigi.Config):  # noqa: N801
+    keep_full = luigi.IntParameter(
+        default=2, description="Complete full snapshots kept (with the incrementals that build on them)."
+    )
+    dry_run = luigi.BoolParameter(
+        default=False, significant=False, description="List what retention would delete without deleting it."
+    )
+
+
+class retry(luigi.Config):  # noqa: N801
+    missing_first_days = luigi.IntParameter(
+        default=1, description="A track missing from the source is retried this many days after first seen..."
+    )
+    missing_max_days = luigi.IntParameter(
+        default=32, description="...then after doubling gaps (1, 2, 4, ...) capped at this many days."
+    )
+
+
+class attributes(luigi.Config):  # noqa: N801
+    runner = luigi.ChoiceParameter(
+        default="inline", choices=["inline", "local", "hadoop", "emr", "dataproc"], significant=False,
+        description="mrjob runner of the attributes job (see docs/attributes.md for what runs where).",
+    )
+    mrjob_conf = luigi.OptionalParameter(
+        default=None, significant=False, description="Path of an mrjob.conf for non-local runners."
+    )

@@ -1,0 +1,3 @@
+from pipeline.demo.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""Avro schemas (``.avsc`` files in this package), parsed once, and their fingerprints."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from importlib import resources
+
+import fastavro
+from fastavro.schema import to_parsing_canonical_form
+
+ANALYSIS = "analysis"
+TRACKS = "tracks"
+CATALOG = "catalog"
+LEDGER = "ledger"
+IDS = "ids"
+ATTRIBUTES = "attributes"
+
+
+@functools.cache
+def raw_schema(name: str) -> dict:
+    """The schema as written in ``<name>.avsc`` (custom attributes such as ``dtype`` included)."""
+    text = resources.files(__package__).joinpath(f"{name}.avsc").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@functools.cache
+def schema(name: str) -> dict:
+    """The parsed schema, shared by every writer and reader of the process."""
+    return fastavro.parse_schema(raw_schema(name))
+
+
+@functools.cache
+def fingerprint(name: str) -> str:
+    """SHA-256 of the schema's Parsing Canonical Form: equal fingerprints mean compatible bytes."""
+    canonical = to_parsing_canonical_form(schema(name))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

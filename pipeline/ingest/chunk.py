@@ -1,0 +1,124 @@
+"""One ingest chunk: one bucket of an analysis dataset, written and committed as a unit.
+
+A chunk attempt first clears whatever an earlier attempt of the same bucket left in
+staging, so a killed chunk is rebuilt from scratch to identical records. It writes
+the bucket's part files and id index while downloading, then its ledger bucket, and
+commits last. When failures exceed the configured ratio it commits nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from pipeline import layout
+from pipeline.errors import TooManyFailuresError
+from pipeline.formats import ANALYSIS, IDS, LEDGER
+from pipeline.formats.avro_io import RollingWriter, open_writer, write_file
+from pipeline.ingest import engine
+from pipeline.ingest.engine import INGESTED, Counts, Result, WorkItem
+from pipeline.source.base import Source
+from pipeline.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    concurrency: int = 16
+    max_document_bytes: int = 64 * 1024 * 1024
+    unreachable_after: int = 20
+    failure_ratio: float = 0.001
+    records_per_part: int = 20000
+    codec: str = "snappy"
+
+    @classmethod
+    def from_config(cls) -> ChunkSettings:
+        from pipeline import config
+
+        src, ing = config.source(), config.ingest()
+        return cls(src.concurrency, src.max_document_bytes, src.unreachable_after, ing.failure_ratio,
+                   ing.records_per_part, ing.codec)
+
+
+def ledger_entry(result: Result, date: dt.date) -> dict:
+    """The ledger row of a track that did not make it; ``attempts`` counts days tried."""
+    prev = result.item.previous or {}
+    today = layout.format_date(date)
+    return {"track_id": result.item.row.track_id, "outcome": result.outcome, "reason": result.reason[:500],
+            "attempts": prev.get("attempts", 0) + 1, "first_seen": prev.get("first_seen", today),
+            "last_attempt": today, "source_key": result.item.key}
+
+
+def check_failures(counts: Counts, ratio: float, where: str) -> None:
+    if counts.attempted and counts.failed / counts.attempted > ratio:
+        top = ", ".join(f"{reason} ×{n}" for reason, n in counts.by_reason.most_common(3))
+        raise TooManyFailuresError(
+            f"{where}: {counts.failed} of {counts.attempted} downloads failed "
+            f"({counts.failed / counts.attempted:.2%} > [ingest] failure_ratio {ratio:.2%}); nothing published. "
+            f"Most common: {top}. Rerun the chunk once the source is healthy.")
+
+
+def ingest_bucket(wh: Warehouse, source: Source, dataset: str, date: dt.date, bucket: int,
+                  items: Iterable[WorkItem], settings: ChunkSettings, carried_ledger: Iterable[dict] = (),
+                  progress: Callable[[Counts], None] | None = None, inputs: list[str] | None = None) -> dict:
+    """Ingest the ``items`` (sorted by track id) into ``bucket`` of ``dataset``; returns the bucket manifest."""
+    where = f"{dataset} {layout.format_date(date)} bucket {bucket}"
+    identity = f"{dataset}/{layout.format_date(date)}"
+    wh.clear_bucket(dataset, date, bucket)
+    wh.clear_bucket(layout.LEDGER, date, bucket)
+    parts = RollingWriter(wh.storage, lambda p: wh.layout.part_url(dataset, date, bucket, p), ANALYSIS,
+                          settings.codec, settings.records_per_part, identity)
+    problems: list[dict] = []
+    index_url = wh.layout.index_url(dataset, date, bucket)
+    with open_writer(wh.storage, index_url, IDS, settings.codec,
+                     f"{identity}/{wh.layout.index_name(bucket)}") as index:
+
+        def on_result(result: Result) -> None:
+            if result.outcome == INGESTED:
+                parts.write(result.record)
+                index({"track_id": result.record["track_id"],
+                       "source_updated_at": result.record["source_updated_at"]})
+            else:
+                problems.append(ledger_entry(result, date))
+
+        try:
+            counts = engine.run(source, items, concurrency=settings.concurrency,
+                                max_bytes=settings.max_document_bytes, unreachable_after=settings.unreachable_after,
+                                on_result=on_result, progress=progress)
+            check_failures(counts, settings.failure_ratio, where)
+        except BaseException:
+            parts.abort()
+            raise
+        files = parts.close()
+    ledger_info = write_ledger_bucket(wh, date, bucket, heapq.merge(carried_ledger, problems,
+                                                                     key=lambda e: e["track_id"]), settings.codec)
+    info = {
+        "records": sum(f.records for f in files), "bytes": sum(f.bytes for f in files),
+        "files": [{"name": f.name, "records": f.records, "bytes": f.bytes} for f in files],
+        "index": wh.layout.index_name(bucket), "counts": counts.as_dict(), "ledger_records": ledger_info,
+        "requests": source.stats.as_dict(), "seconds": round(counts.seconds, 3), "inputs": inputs or [],
+    }
+    wh.commit_bucket(dataset, date, bucket, info)
+    log.info("%s: %s in %.1fs", where, counts.as_dict(), counts.seconds)
+    return info
+
+
+def write_ledger_bucket(wh: Warehouse, date: dt.date, bucket: int, entries: Iterable[dict], codec: str) -> int:
+    """Write and commit one ledger bucket (entries sorted by track id); returns its record count."""
+    url = wh.layout.part_url(layout.LEDGER, date, bucket, 0)
+    name = url.rsplit("/", 1)[-1]
+    info = write_file(wh.storage, url, LEDGER, entries, codec, identity=f"{layout.LEDGER}/{date}/{name}")
+    wh.commit_bucket(layout.LEDGER, date, bucket, {
+        "records": info.records, "bytes": info.bytes,
+        "files": [{"name": info.name, "records": info.records, "bytes": info.bytes}]})
+    return info.records
+
+
+def publish_analysis(wh: Warehouse, dataset: str, date: dt.date, buckets: int, **extra) -> dict:
+    """Publish the ledger of ``date``, then the analysis dataset itself (``_SUCCESS`` last)."""
+    wh.publish(layout.LEDGER, date, LEDGER, buckets, analysis_dataset=dataset)
+    return wh.publish(dataset, date, ANALYSIS, buckets, **extra)

@@ -1,0 +1,145 @@
+"""The ingest engine: fetch, validate and convert the documents of one bucket, in track id order.
+
+Downloads run concurrently in a bounded sliding window (``concurrency`` threads, at
+most ``2 × concurrency`` documents in memory) while results are consumed strictly in
+submission order, so the output stays sorted by track id without buffering the
+bucket. Every track ends in exactly one outcome: ingested, missing, invalid or failed.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pipeline.errors import InvalidDocumentError, SourceUnavailableError
+from pipeline.formats.analysis import to_record
+from pipeline.source.base import FAILED, INVALID, MISSING, OK, Source
+from pipeline.source.catalog import CatalogRow
+from pipeline.source.document import decode_body, unwrap
+
+INGESTED = "ingested"
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A catalog track to fetch, with its source key (or why it has none) and its ledger history."""
+
+    row: CatalogRow
+    key: str
+    key_error: str | None = None
+    previous: dict | None = None  # the track's ledger entry before this run, if any
+
+
+@dataclass(frozen=True)
+class Result:
+    item: WorkItem
+    outcome: str  # INGESTED | MISSING | INVALID | FAILED
+    record: dict | None = None
+    reason: str = ""
+    attempts: int = 1
+    connection_error: bool = False
+
+
+@dataclass
+class Counts:
+    ingested: int = 0
+    missing: int = 0
+    invalid: int = 0
+    failed: int = 0
+    retried: int = 0  # tracks attempted again because the ledger had them
+    bytes: int = 0
+    seconds: float = 0.0
+    by_reason: collections.Counter = field(default_factory=collections.Counter)
+
+    @property
+    def attempted(self) -> int:
+        return self.ingested + self.missing + self.invalid + self.failed
+
+    def as_dict(self) -> dict:
+        return {"ingested": self.ingested, "missing": self.missing, "invalid": self.invalid,
+                "failed": self.failed, "retried": self.retried}
+
+
+def process(source: Source, item: WorkItem, max_bytes: int) -> Result:
+    """Fetch one document and turn it into a record, or say why not. Never raises for bad data."""
+    if item.key_error:
+        return Result(item, INVALID, reason=item.key_error, attempts=0)
+    fetched = source.fetch(item.key)
+    if fetched.outcome == MISSING:
+        return Result(item, MISSING, reason=fetched.reason, attempts=fetched.attempts)
+    if fetched.outcome != OK:
+        return Result(item, FAILED, reason=fetched.reason, attempts=fetched.attempts,
+                      connection_error=fetched.connection_error)
+    try:
+        doc = decode_body(fetched.body, key=item.key, content_encoding=fetched.content_encoding,
+                          max_bytes=max_bytes)
+        analysis, wrapper = unwrap(doc)
+        record = to_record(analysis, track_id=item.row.track_id, source_key=item.key,
+                           source_updated_at=item.row.analysis_updated_at, wrapper=wrapper)
+    except InvalidDocumentError as exc:
+        return Result(item, INVALID, reason=str(exc), attempts=fetched.attempts)
+    return Result(item, INGESTED, record=record, attempts=fetched.attempts)
+
+
+def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, max_bytes: int
+                   ) -> Iterator[Result]:
+    """Results in the order of ``items``, with at most ``2 × concurrency`` in flight."""
+    window: collections.deque[Future] = collections.deque()
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
+        try:
+            for item in items:
+                window.append(pool.submit(process, source, item, max_bytes))
+                if len(window) >= 2 * concurrency:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for future in window:
+                future.cancel()
+
+
+class Reachability:
+    """Declares the source unreachable after N connection failures in a row before any answer."""
+
+    def __init__(self, source: Source, limit: int):
+        self.source, self.limit, self.in_a_row, self.answered = source, limit, 0, False
+
+    def observe(self, result: Result) -> None:
+        if result.outcome == FAILED and result.connection_error:
+            self.in_a_row += 1
+            if not self.answered and self.in_a_row >= self.limit:
+                raise SourceUnavailableError(
+                    f"source {self.source.describe()} is unreachable: {self.in_a_row} connection failures "
+                    f"in a row and no answer yet ({result.reason}); check [source] endpoint_url and the network")
+        elif result.attempts:
+            self.in_a_row, self.answered = 0, True
+
+
+def run(source: Source, items: Iterable[WorkItem], *, concurrency: int, max_bytes: int, unreachable_after: int,
+        on_result: Callable[[Result], None], progress: Callable[[Counts], None] | None = None,
+        progress_every: float = 1.0) -> Counts:
+    """Process every item, hand each result to ``on_result`` in order, and count outcomes."""
+    counts = Counts()
+    reach = Reachability(source, unreachable_after)
+    start = last = time.monotonic()
+    for result in fetch_in_order(source, items, concurrency, max_bytes):
+        reach.observe(result)
+        setattr(counts, result.outcome, getattr(counts, result.outcome) + 1)
+        if result.item.previous is not None:
+            counts.retried += 1
+        if result.outcome in (INVALID, FAILED):
+            counts.by_reason[result.reason.split(":")[0][:60]] += 1
+        on_result(result)
+        now = time.monotonic()
+        if progress and now - last >= progress_every:
+            counts.seconds, counts.bytes = now - start, source.stats.bytes
+            progress(counts)
+            last = now
+    counts.seconds, counts.bytes = time.monotonic() - start, source.stats.bytes
+    return counts
+
+
+__all__ = ["INGESTED", "MISSING", "INVALID", "FAILED", "WorkItem", "Result", "Counts", "run", "process"]

@@ -1,0 +1,38 @@
+"""Analysis documents from a local folder (``file://`` source), with the same outcomes as S3."""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.source.base import FAILED, MISSING, OK, Fetched, RequestStats, Source
+
+
+class LocalSource(Source):
+    def __init__(self, url: str):
+        if not url.startswith("file://"):
+            raise ValueError(f"{url!r} is not a file:// URL")
+        self.url = url
+        self.folder = os.path.realpath(url[len("file://"):])
+        self.stats = RequestStats()
+
+    def fetch(self, key: str) -> Fetched:
+        path = os.path.realpath(os.path.join(self.folder, key))
+        if os.path.commonpath([path, self.folder]) != self.folder:  # a symlink pointing outside
+            return Fetched(FAILED, reason=f"{key!r} resolves outside {self.folder}")
+        self.stats.add(gets=1)
+        try:
+            with open(path, "rb") as f:
+                body = f.read()
+        except FileNotFoundError:
+            return Fetched(MISSING, reason=f"{path} not found")
+        except OSError as exc:
+            return Fetched(FAILED, reason=f"cannot read {path}: {exc.strerror}")
+        self.stats.add(bytes=len(body))
+        return Fetched(OK, body=body)
+
+    def list_objects(self):
+        for dirpath, _dirs, files in os.walk(self.folder):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                yield os.path.relpath(path, self.folder), os.path.getsize(path)
+        self.stats.add(lists=1)

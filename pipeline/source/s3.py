@@ -1,0 +1,106 @@
+"""Analysis documents from an S3 bucket (boto3, the standard credential chain, any endpoint).
+
+One GET per track: a 404 means "missing", so existence costs no extra request
+(see docs/ingest.md for the request and cost arithmetic). botocore retries
+throttling, 5xx and connection errors (``standard``/``adaptive`` mode); this module
+also retries bodies that arrive truncated, time out mid-read, or do not match their
+ETag (MD5 of a single-part object), so a corrupted transfer is never ingested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions as bx
+
+from pipeline.source.base import FAILED, MISSING, OK, Fetched, RequestStats, Source
+
+BODY_ERRORS = (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ReadTimeoutError, bx.ConnectionClosedError)
+CONNECT_ERRORS = (bx.EndpointConnectionError, bx.ConnectTimeoutError)
+MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+def make_client(endpoint_url: str | None, region: str, pool: int, max_attempts: int, retry_mode: str,
+                connect_timeout: float, read_timeout: float):
+    """A boto3 S3 client with a pool as large as the download concurrency."""
+    config = botocore.config.Config(
+        region_name=region, max_pool_connections=pool, connect_timeout=connect_timeout,
+        read_timeout=read_timeout, retries={"max_attempts": max_attempts, "mode": retry_mode},
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def _etag_matches(etag: str, body: bytes) -> bool:
+    """True unless the ETag is a plain MD5 that the body does not match (multipart ETags are not MD5s)."""
+    etag = etag.strip('"')
+    if len(etag) != 32 or "-" in etag:
+        return True
+    return hashlib.md5(body, usedforsecurity=False).hexdigest() == etag
+
+
+class S3Source(Source):
+    def __init__(self, url: str, client, max_attempts: int = 5, verify_etag: bool = True):
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError(f"{url!r} is not an s3://BUCKET/PREFIX URL")
+        self.url = url
+        self.bucket = parts.netloc
+        self.prefix = parts.path.lstrip("/")
+        if self.prefix and not self.prefix.endswith("/"):
+            self.prefix += "/"
+        self.client = client
+        self.max_attempts = max_attempts
+        self.verify_etag = verify_etag
+        self.stats = RequestStats()
+        client.meta.events.register("before-send.s3", self._count_request)
+
+    def _count_request(self, request, **_kwargs) -> None:
+        kind = {"GET": "gets", "HEAD": "heads"}.get(request.method)
+        if kind == "gets" and "list-type=" in request.url:
+            kind = "lists"
+        if kind:
+            self.stats.add(**{kind: 1})
+
+    def describe(self) -> str:
+        endpoint = self.client.meta.endpoint_url
+        return f"{self.url} at {endpoint}"
+
+    def fetch(self, key: str) -> Fetched:
+        full_key = self.prefix + key
+        reason = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=full_key)
+                body = response["Body"].read()
+            except bx.ClientError as exc:
+                error = exc.response.get("Error", {})
+                code = str(error.get("Code", ""))
+                if code in MISSING_CODES:
+                    return Fetched(MISSING, reason=f"s3://{self.bucket}/{full_key} not found", attempts=attempt)
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                return Fetched(FAILED, reason=f"HTTP {status} {code}: {error.get('Message', '')}".strip(),
+                               attempts=attempt)
+            except CONNECT_ERRORS as exc:
+                return Fetched(FAILED, reason=f"cannot connect: {exc}", attempts=attempt, connection_error=True)
+            except BODY_ERRORS as exc:
+                reason = f"unreadable body: {type(exc).__name__}"
+                self.stats.add(retries=1)
+                continue
+            self.stats.add(bytes=len(body))
+            if self.verify_etag and not _etag_matches(response.get("ETag", ""), body):
+                reason = "body does not match its ETag (corrupted in transit)"
+                self.stats.add(retries=1)
+                continue
+            return Fetched(OK, body=body, content_encoding=response.get("ContentEncoding"), attempts=attempt)
+        return Fetched(FAILED, reason=f"{reason} after {self.max_attempts} attempts", attempts=self.max_attempts)
+
+    def list_objects(self):
+        """List only the configured prefix (never the bucket root: the bucket holds other teams' data)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(self.prefix):], obj["Size"]

@@ -1,0 +1,10 @@
+"""Thin Luigi tasks: parameters, ``requires()``, ``output()`` and a ``run()`` that calls ``pipeline``.
+
+Run them the Luigi way from the repository root, e.g.::
+
+    luigi --module tasks IngestFullSnapshot --date 2026-11-26 --local-scheduler
+"""
+
+from tasks.ingest import CatalogSnapshot, IngestChunk, IngestFullSnapshot
+
+__all__ = ["CatalogSnapshot", "IngestChunk", "IngestFullSnapshot"]

@@ -1,0 +1,129 @@
+"""Every real analysis document ingests through the Luigi tasks and reads back equal, with the
+Apache ``avro`` library as well as fastavro; malformed documents land in the ledger with a reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import avro.datafile
+import avro.io
+import orjson
+import pytest
+
+from pipeline import layout
+from pipeline.bucketing import bucket_of
+from pipeline.demo.seed import write_metadata_dump
+from pipeline.formats.analysis import to_document
+from pipeline.source.document import decode_body, unwrap
+from pipeline.storage import local_path
+from pipeline.warehouse import Warehouse
+from tasks import IngestFullSnapshot
+from tests.helpers import assert_close, luigi_config, real_analysis_files, run_luigi
+
+DATE = dt.date(2026, 11, 26)
+BUCKETS = 3
+NAMES = {"title": None, "artist": None}
+MALFORMED = {
+    "not-json": b"<html>503 Service Unavailable</html>",
+    "truncated": b'{"meta": {"analyzer_version": "4.0.0"}, "segments": [{"start": 0.0, ',
+    "wrong-shape": b'[{"segments": []}]',
+    "no-segments": b'{"meta": {}, "track": {"tempo": 120.0}}',
+    "short-pitches": orjson.dumps({"segments": [{"start": 0.0, "duration": 1.0, "confidence": 0.5,
+                                                  "loudness_start": -60.0, "loudness_max_time": 0.1,
+                                                  "loudness_max": -20.0, "pitches": [0.5] * 11,
+                                                  "timbre": [1.0] * 12}]}),
+    "nan-literal": b'{"track": {"loudness": NaN}, "segments": []}',
+    "empty": b"",
+    "too-big": b'{"segments": [], "pad": "' + b"x" * 1_200_000 + b'"}',
+}
+EXPECTED_REASON = {"not-json": "not valid JSON", "truncated": "not valid JSON", "wrong-shape": "JSON list",
+                   "no-segments": "no 'segments'", "short-pitches": "has 11 values", "nan-literal": "not valid JSON",
+                   "empty": "empty document", "too-big": "over the"}
+
+
+def _track_id(n: int) -> str:
+    return f"{n:04d}".rjust(22, "A")
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("real")
+    src = tmp / "source"
+    src.mkdir()
+    rows, expected, malformed_ids = [], {}, {}
+    for n, path in enumerate(real_analysis_files()):
+        track_id = _track_id(n)
+        shutil.copy(path, src / f"{track_id}.json")  # copied at test time only, never into the repo
+        rows.append({"track_id": track_id, "analysis_key": None, "analysis_updated_at": 1_700_000_000 + n, **NAMES})
+        expected[track_id] = unwrap(decode_body(path.read_bytes()))[0]
+    for n, (kind, body) in enumerate(MALFORMED.items(), start=100):
+        track_id = _track_id(n)
+        (src / f"{kind}.json").write_bytes(body)
+        rows.append({"track_id": track_id, "analysis_key": f"{kind}.json", "analysis_updated_at": None, **NAMES})
+        malformed_ids[track_id] = kind
+    # one track the source does not have, one whose key tries to escape the source folder
+    rows.append({"track_id": _track_id(999), "analysis_key": None, "analysis_updated_at": None, **NAMES})
+    rows.append({"track_id": _track_id(998), "analysis_key": "../../etc/passwd", "analysis_updated_at": None, **NAMES})
+    wh_root = f"file://{tmp / 'warehouse'}"
+    overrides = {"warehouse": {"root": wh_root}, "source": {"url": f"file://{src}", "max_document_bytes": 1_000_000,
+                                                             "concurrency": 4},
+                 "ingest": {"chunks": BUCKETS, "failure_ratio": 0.5, "records_per_part": 5}}
+    with luigi_config(overrides):
+        wh = Warehouse.from_config()
+        write_metadata_dump(wh.layout, wh.storage, DATE, rows)
+        assert run_luigi([IngestFullSnapshot(date=DATE)])
+        yield wh, expected, malformed_ids
+
+
+def _apache_avro_records(path: str) -> list[dict]:
+    with open(path, "rb") as f, avro.datafile.DataFileReader(f, avro.io.DatumReader()) as reader:
+        return list(reader)
+
+
+def test_every_real_document_reads_back_equal_with_apache_avro(ingested):
+    wh, expected, _ = ingested
+    manifest = wh.manifest(layout.ANALYSIS_FULL, DATE)
+    seen = {}
+    for bucket in range(BUCKETS):
+        ids = []
+        for url in wh.bucket_files(layout.ANALYSIS_FULL, DATE, bucket, manifest):
+            for record in _apache_avro_records(local_path(url)):
+                assert bucket_of(record["track_id"], BUCKETS) == bucket
+                ids.append(record["track_id"])
+                seen[record["track_id"]] = record
+        assert ids == sorted(ids), f"bucket {bucket} is not sorted by track id"
+    assert set(seen) == set(expected)
+    for track_id, doc in expected.items():
+        assert_close(doc, to_document(seen[track_id]), path=track_id)
+
+
+def test_manifest_counts_every_outcome(ingested):
+    wh, expected, malformed = ingested
+    manifest = wh.manifest(layout.ANALYSIS_FULL, DATE)
+    assert manifest["counts"] == {"ingested": len(expected), "missing": 1,
+                                  "invalid": len(malformed) + 1, "failed": 0, "retried": 0}
+    assert manifest["records"] == len(expected)
+    assert manifest["schema_fingerprint"] and manifest["code_version"]
+    assert sum(len(b["files"]) for b in manifest["bucket_manifests"].values()) >= len(expected) // 5
+
+
+def test_malformed_documents_land_in_the_ledger_with_a_reason(ingested):
+    wh, _, malformed = ingested
+    ledger = {r["track_id"]: r for b in range(BUCKETS) for r in wh.read_bucket(layout.LEDGER, DATE, b)}
+    for track_id, kind in malformed.items():
+        entry = ledger[track_id]
+        assert entry["outcome"] == "invalid", kind
+        assert EXPECTED_REASON[kind] in entry["reason"], (kind, entry["reason"])
+        assert entry["attempts"] == 1 and entry["first_seen"] == "2026-11-26"
+    assert ledger[_track_id(999)]["outcome"] == "missing"
+    assert "escapes the source prefix" in ledger[_track_id(998)]["reason"]
+    assert len(ledger) == len(malformed) + 2
+
+
+def test_staging_is_gone_and_dates_are_listed_complete(ingested):
+    wh, _, _ = ingested
+    assert wh.complete_dates(layout.ANALYSIS_FULL) == [DATE]
+    assert wh.complete_dates(layout.LEDGER) == [DATE]
+    staging = wh.layout.date_url(layout.ANALYSIS_FULL, DATE, staging=True)
+    assert not wh.storage.exists(staging)
