@@ -37,3 +37,32 @@ def s3_bucket(s3_endpoint: str) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3_client(s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def s3_world(s3_endpoint: str, s3_bucket: str, tmp_path):
+    """A seeded bucket (analyses + decoys), a metadata dump, and the config pointing at both.
+
+    Yields ``(warehouse, simulation, overrides)``; the overrides are active during the test.
+    """
+    from pipeline.demo.seed import seed_bucket, write_metadata_dump
+    from pipeline.demo.synthetic import CatalogSimulation
+    from pipeline.warehouse import Warehouse
+    from tests.helpers import luigi_config
+
+    sim = CatalogSimulation(seed=11, start_date=WORLD_DATE, initial_tracks=150, segments=40,
+                            late_ratio=0.05, never_ratio=0.03, malformed_ratio=0.04)
+    seed_bucket(s3_client(s3_endpoint), s3_bucket, "analysis", sim, 0)
+    overrides = {
+        "warehouse": {"root": f"file://{tmp_path / 'warehouse'}"},
+        "source": {"url": f"s3://{s3_bucket}/analysis/", "endpoint_url": s3_endpoint, "concurrency": 8,
+                   "max_attempts": 3, "read_timeout": 5, "connect_timeout": 2},
+        "ingest": {"chunks": 4, "failure_ratio": 0.01, "records_per_part": 16},
+    }
+    with luigi_config(overrides):
+        wh = Warehouse.from_config()
+        write_metadata_dump(wh.layout, wh.storage, WORLD_DATE, sim.day(0).rows)
+        yield wh, sim, overrides
+
+
+WORLD_DATE = __import__("datetime").date(2026, 11, 26)

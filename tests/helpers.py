@@ -66,3 +66,75 @@ def run_luigi(tasks: list, workers: int = 1) -> bool:
     """Build tasks in-process with the local scheduler; True when everything succeeded."""
     return luigi.build(tasks, local_scheduler=True, workers=workers, log_level="WARNING",
                        detailed_summary=True).status.name in ("SUCCESS", "SUCCESS_WITH_RETRY")
+
+
+def write_cfg(path: Path, overrides: dict[str, dict[str, object]]) -> Path:
+    """Write a luigi.cfg layer for a subprocess (pass it through LUIGI_CONFIG_PATH)."""
+    lines = []
+    for section, values in overrides.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {value}" for key, value in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+class StartedTasks:
+    """Records which tasks a luigi run actually started (to prove a rerun is a no-op)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __enter__(self) -> StartedTasks:
+        luigi.Task.event_handler(luigi.Event.START)(self._record)
+        return self
+
+    def _record(self, task: luigi.Task) -> None:
+        self.names.append(task.task_id)
+
+    def __exit__(self, *exc) -> None:
+        luigi.Task._event_callbacks[luigi.Task][luigi.Event.START].discard(self._record)
+
+
+def luigi_cli(task: str, *args: str, cfg: Path, extra_env: dict | None = None) -> list[str]:
+    """The operator's command line for a task, run with the test's config layer on top."""
+    import sys
+
+    return [str(Path(sys.executable).with_name("luigi")), "--module", "tasks", task, *args, "--local-scheduler",
+            "--log-level", "WARNING"]
+
+
+def subprocess_env(cfg: Path) -> dict:
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg)}
+    from pipeline.demo.s3server import fake_credentials_env
+
+    env.update(fake_credentials_env())
+    return env
+
+
+def run_and_kill(cmd: list[str], env: dict, when, timeout: float = 120.0) -> bool:
+    """Start ``cmd`` in its own process group and SIGKILL the group once ``when()`` holds.
+
+    Returns True if it was killed (False if it finished first, which makes the test meaningless).
+    """
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            if when():
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+                return True
+            time.sleep(0.01)
+        raise AssertionError(f"{cmd[3]} neither finished nor reached the kill point in {timeout}s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

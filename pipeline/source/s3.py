@@ -16,6 +16,7 @@ import boto3
 import botocore.config
 import botocore.exceptions as bx
 
+from pipeline.errors import SourceUnavailableError
 from pipeline.source.base import FAILED, MISSING, OK, Fetched, RequestStats, Source
 
 BODY_ERRORS = (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ReadTimeoutError, bx.ConnectionClosedError)
@@ -86,6 +87,10 @@ class S3Source(Source):
                                attempts=attempt)
             except CONNECT_ERRORS as exc:
                 return Fetched(FAILED, reason=f"cannot connect: {exc}", attempts=attempt, connection_error=True)
+            except bx.NoCredentialsError as exc:
+                raise SourceUnavailableError(
+                    f"no AWS credentials for {self.describe()}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+                    "AWS_SECRET_ACCESS_KEY, or run where an instance role applies") from exc
             except BODY_ERRORS as exc:
                 reason = f"unreadable body: {type(exc).__name__}"
                 self.stats.add(retries=1)
