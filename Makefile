@@ -28,5 +28,15 @@ lint: $(STAMP)
 bench: $(STAMP)           ## every benchmark; numbers go to docs/performance.md by hand
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
+scheduler: $(STAMP)       ## start luigid on 127.0.0.1:8082 (dashboard), state and logs in var/luigid
+	$(BIN)/python -m pipeline.ops.scheduler start
+
+scheduler-stop: $(STAMP)
+	$(BIN)/python -m pipeline.ops.scheduler stop
+
+status: $(STAMP)          ## warehouse status grid (+ var/status.png, var/status.html); FROM=/TO= dates
+	$(BIN)/python -m pipeline.ops.status $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO)) \
+		--png var/status.png --html var/status.html
+
 clean:
 	rm -rf $(VENV) warehouse var .pytest_cache

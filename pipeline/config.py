@@ -49,7 +49,8 @@ class source(luigi.Config):  # noqa: N801
         description="Concurrent downloads per chunk (the connection pool is sized to it).",
     )
     max_attempts = luigi.IntParameter(
-        default=5, significant=False, description="botocore attempts per request, and attempts per unreadable body."
+        default=5, significant=False,
+        description="Total tries per request (botocore total_max_attempts), and tries per unreadable body.",
     )
     retry_mode = luigi.ChoiceParameter(
         default="adaptive", choices=["legacy", "standard", "adaptive"], significant=False,

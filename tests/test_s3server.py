@@ -26,7 +26,7 @@ def moto_pids(port: int) -> list[int]:
                 args = f.read().split(b"\0")
         except OSError:
             continue
-        if b"moto.server" in args and str(port).encode() in args:
+        if b"pipeline.demo.moto_launcher" in args and str(port).encode() in args:
             out.append(int(pid))
     return out
 
@@ -72,7 +72,7 @@ def test_session_fixture_bucket_round_trip(s3_endpoint, s3_bucket):
 
 
 def fake_spawn(code: str):
-    def spawn(port, log, detach):
+    def spawn(port, log, detach, latency_ms=0.0):
         return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
     return spawn
 
@@ -89,7 +89,7 @@ def test_a_server_that_dies_is_reported_with_its_endpoint(tmp_path, monkeypatch)
 def test_a_server_that_never_answers_times_out_and_is_stopped(tmp_path, monkeypatch):
     spawned = []
 
-    def spawn(port, log, detach):
+    def spawn(port, log, detach, latency_ms=0.0):
         spawned.append(fake_spawn("import time; time.sleep(60)")(port, log, detach))
         return spawned[-1]
 

@@ -83,8 +83,9 @@ def _log_tail(log_path: str, n: int = 15) -> str:
         return "(no log)"
 
 
-def _spawn(port: int, log: IO[bytes], detach: bool) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+def _spawn(port: int, log: IO[bytes], detach: bool, latency_ms: float = 0.0) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pipeline.demo.moto_launcher", "--host", HOST, "--port", str(port),
+           "--latency-ms", str(latency_ms)]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, **fake_credentials_env()}, start_new_session=detach)
 
@@ -116,11 +117,12 @@ def _terminate(proc: subprocess.Popen, grace: float) -> None:
 
 @contextlib.contextmanager
 def running_s3_server(port: int | None = None, *, log_dir: str | None = None, startup_timeout: float = 30.0,
-                      grace: float = 5.0) -> Iterator[str]:
+                      grace: float = 5.0, latency_ms: float = 0.0) -> Iterator[str]:
     """Run moto's server on ``127.0.0.1:port`` (a free port by default) and yield its endpoint URL.
 
     Its output goes to ``s3server-<port>.log`` under ``log_dir`` (a temp dir by default); the
     process is terminated on exit, then killed if it ignores SIGTERM for ``grace`` seconds.
+    ``latency_ms`` delays every answer like S3's first-byte latency (benchmarks).
     """
     port = port or free_port()
     endpoint = f"http://{HOST}:{port}"
@@ -128,7 +130,7 @@ def running_s3_server(port: int | None = None, *, log_dir: str | None = None, st
     os.makedirs(log_dir, exist_ok=True)
     log_path = os.path.join(log_dir, f"s3server-{port}.log")
     with open(log_path, "ab") as log:
-        proc = _spawn(port, log, detach=False)
+        proc = _spawn(port, log, detach=False, latency_ms=latency_ms)
         try:
             _wait_ready(endpoint, proc, log_path, startup_timeout)
             yield endpoint
@@ -158,7 +160,7 @@ def _alive(pid: int) -> bool:
     cmdline = f"/proc/{pid}/cmdline"
     if os.path.exists(cmdline):
         with open(cmdline, "rb") as f:
-            return b"moto.server" in f.read()
+            return b"moto_launcher" in f.read()
     return True
 
 

@@ -139,6 +139,8 @@ def run(source: Source, items: Iterable[WorkItem], *, concurrency: int, max_byte
             progress(counts)
             last = now
     counts.seconds, counts.bytes = time.monotonic() - start, source.stats.bytes
+    if progress:
+        progress(counts)  # the final state, so the dashboard shows 100% and the true counts
     return counts
 
 

@@ -19,7 +19,8 @@ import botocore.exceptions as bx
 from pipeline.errors import SourceUnavailableError
 from pipeline.source.base import FAILED, MISSING, OK, Fetched, RequestStats, Source
 
-BODY_ERRORS = (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ReadTimeoutError, bx.ConnectionClosedError)
+BODY_ERRORS = (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ReadTimeoutError, bx.ConnectionClosedError,
+               bx.FlexibleChecksumError)
 CONNECT_ERRORS = (bx.EndpointConnectionError, bx.ConnectTimeoutError)
 MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
@@ -29,7 +30,7 @@ def make_client(endpoint_url: str | None, region: str, pool: int, max_attempts: 
     """A boto3 S3 client with a pool as large as the download concurrency."""
     config = botocore.config.Config(
         region_name=region, max_pool_connections=pool, connect_timeout=connect_timeout,
-        read_timeout=read_timeout, retries={"max_attempts": max_attempts, "mode": retry_mode},
+        read_timeout=read_timeout, retries={"total_max_attempts": max_attempts, "mode": retry_mode},
         s3={"addressing_style": "path" if endpoint_url else "auto"},
     )
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
@@ -41,6 +42,11 @@ def _etag_matches(etag: str, body: bytes) -> bool:
     if len(etag) != 32 or "-" in etag:
         return True
     return hashlib.md5(body, usedforsecurity=False).hexdigest() == etag
+
+
+def _validated_by_botocore(response: dict) -> bool:
+    """botocore already checked a flexible checksum (CRC32, CRC64NVME, SHA256, ...) of this body."""
+    return any(key.startswith("Checksum") and key != "ChecksumType" for key in response)
 
 
 class S3Source(Source):
@@ -92,11 +98,13 @@ class S3Source(Source):
                     f"no AWS credentials for {self.describe()}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
                     "AWS_SECRET_ACCESS_KEY, or run where an instance role applies") from exc
             except BODY_ERRORS as exc:
+                # truncated, timed out mid-read, reset, or failing its checksum: fetch it again
                 reason = f"unreadable body: {type(exc).__name__}"
                 self.stats.add(retries=1)
                 continue
             self.stats.add(bytes=len(body))
-            if self.verify_etag and not _etag_matches(response.get("ETag", ""), body):
+            checked = _validated_by_botocore(response) or _etag_matches(response.get("ETag", ""), body)
+            if self.verify_etag and not checked:
                 reason = "body does not match its ETag (corrupted in transit)"
                 self.stats.add(retries=1)
                 continue
