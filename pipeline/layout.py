@@ -9,6 +9,7 @@
     <root>/<project>/<dataset>/<YYYY-MM-DD>/_SUCCESS                    written last
     <root>/<project>/<dataset>/_temporary/<YYYY-MM-DD>/...              staging of a date being built
     <root>/<metadata_project>/tracks/<YYYY-MM-DD>/                      the external metadata dump
+    <root>/<project>/_retention/<YYYY-MM-DD>.json                       what retention deleted, and why
 
 Names starting with ``_`` are hidden from Hadoop/Hive readers. A date folder only
 appears by publication (an atomic rename of its staging folder on local disk and
@@ -103,6 +104,10 @@ class Layout:
 
     def index_url(self, dataset: str, date: dt.date, bucket: int, staging: bool = True) -> str:
         return storage.join(self.date_url(dataset, date, staging), self.index_name(bucket))
+
+    def retention_log_url(self, date: dt.date) -> str:
+        """Where the retention run after ``date`` logs what it deleted and freed."""
+        return storage.join(self.root, self.project, "_retention", f"{format_date(date)}.json")
 
     def file_url(self, dataset: str, date: dt.date, relative: str, staging: bool = False) -> str:
         """URL of a file named (relative to its date folder) in a manifest."""

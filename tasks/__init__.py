@@ -6,5 +6,14 @@ Run them the Luigi way from the repository root, e.g.::
 """
 
 from tasks.ingest import CatalogSnapshot, IngestChunk, IngestFullSnapshot
+from tasks.snapshots import (
+    AnalysisSet,
+    ApplyRetention,
+    CompactChunk,
+    CompactFullSnapshot,
+    IncrementalAnalysis,
+    IncrementalChunk,
+)
 
-__all__ = ["CatalogSnapshot", "IngestChunk", "IngestFullSnapshot"]
+__all__ = ["CatalogSnapshot", "IngestChunk", "IngestFullSnapshot", "AnalysisSet", "IncrementalChunk",
+           "IncrementalAnalysis", "CompactChunk", "CompactFullSnapshot", "ApplyRetention"]

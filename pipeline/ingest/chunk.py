@@ -8,6 +8,7 @@ commits last. When failures exceed the configured ratio it commits nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import heapq
 import logging
@@ -62,46 +63,81 @@ def check_failures(counts: Counts, ratio: float, where: str) -> None:
             f"Most common: {top}. Rerun the chunk once the source is healthy.")
 
 
+class BucketWriter:
+    """The part files and id index of one bucket, written in track id order, appearing atomically.
+
+    Opening it clears what an earlier attempt left of the bucket in staging; ``close`` publishes
+    the last part and the index; ``abort`` makes sure no half-written file becomes visible.
+    """
+
+    def __init__(self, wh: Warehouse, dataset: str, date: dt.date, bucket: int, settings: ChunkSettings):
+        self.wh, self.dataset, self.date, self.bucket = wh, dataset, date, bucket
+        identity = f"{dataset}/{layout.format_date(date)}"
+        wh.clear_bucket(dataset, date, bucket)
+        self._stack = contextlib.ExitStack()
+        self.parts = RollingWriter(wh.storage, lambda p: wh.layout.part_url(dataset, date, bucket, p), ANALYSIS,
+                                   settings.codec, settings.records_per_part, identity)
+        index_url = wh.layout.index_url(dataset, date, bucket)
+        self._index = self._stack.enter_context(open_writer(wh.storage, index_url, IDS, settings.codec,
+                                                            f"{identity}/{wh.layout.index_name(bucket)}"))
+
+    def write(self, record: dict) -> None:
+        self.parts.write(record)
+        self._index({"track_id": record["track_id"], "source_updated_at": record["source_updated_at"]})
+
+    def close(self) -> dict:
+        files = self.parts.close()
+        self._stack.close()
+        return {"records": sum(f.records for f in files), "bytes": sum(f.bytes for f in files),
+                "files": [{"name": f.name, "records": f.records, "bytes": f.bytes} for f in files],
+                "index": self.wh.layout.index_name(self.bucket)}
+
+    def abort(self) -> None:
+        self.parts.abort()
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def fetch(source: Source, items: Iterable[WorkItem], settings: ChunkSettings, date: dt.date, where: str,
+          on_record: Callable[[dict], None], progress: Callable[[Counts], None] | None = None
+          ) -> tuple[Counts, list[dict]]:
+    """Fetch every item, hand good records to ``on_record`` in order; returns counts and ledger rows."""
+    problems: list[dict] = []
+
+    def on_result(result: Result) -> None:
+        if result.outcome == INGESTED:
+            on_record(result.record)
+        else:
+            problems.append(ledger_entry(result, date))
+
+    counts = engine.run(source, items, concurrency=settings.concurrency, max_bytes=settings.max_document_bytes,
+                        unreachable_after=settings.unreachable_after, on_result=on_result, progress=progress)
+    check_failures(counts, settings.failure_ratio, where)
+    return counts, problems
+
+
 def ingest_bucket(wh: Warehouse, source: Source, dataset: str, date: dt.date, bucket: int,
                   items: Iterable[WorkItem], settings: ChunkSettings, carried_ledger: Iterable[dict] = (),
-                  progress: Callable[[Counts], None] | None = None, inputs: list[str] | None = None) -> dict:
-    """Ingest the ``items`` (sorted by track id) into ``bucket`` of ``dataset``; returns the bucket manifest."""
+                  progress: Callable[[Counts], None] | None = None, inputs: list[str] | None = None,
+                  details: Callable[[], dict] | None = None) -> dict:
+    """Ingest the ``items`` (sorted by track id) into ``bucket`` of ``dataset``; returns the bucket manifest.
+
+    ``carried_ledger`` (sorted) joins the bucket's ledger after the fetch; ``details`` adds
+    fields to the bucket manifest once everything was consumed.
+    """
     where = f"{dataset} {layout.format_date(date)} bucket {bucket}"
-    identity = f"{dataset}/{layout.format_date(date)}"
-    wh.clear_bucket(dataset, date, bucket)
     wh.clear_bucket(layout.LEDGER, date, bucket)
-    parts = RollingWriter(wh.storage, lambda p: wh.layout.part_url(dataset, date, bucket, p), ANALYSIS,
-                          settings.codec, settings.records_per_part, identity)
-    problems: list[dict] = []
-    index_url = wh.layout.index_url(dataset, date, bucket)
-    with open_writer(wh.storage, index_url, IDS, settings.codec,
-                     f"{identity}/{wh.layout.index_name(bucket)}") as index:
-
-        def on_result(result: Result) -> None:
-            if result.outcome == INGESTED:
-                parts.write(result.record)
-                index({"track_id": result.record["track_id"],
-                       "source_updated_at": result.record["source_updated_at"]})
-            else:
-                problems.append(ledger_entry(result, date))
-
-        try:
-            counts = engine.run(source, items, concurrency=settings.concurrency,
-                                max_bytes=settings.max_document_bytes, unreachable_after=settings.unreachable_after,
-                                on_result=on_result, progress=progress)
-            check_failures(counts, settings.failure_ratio, where)
-        except BaseException:
-            parts.abort()
-            raise
-        files = parts.close()
-    ledger_info = write_ledger_bucket(wh, date, bucket, heapq.merge(carried_ledger, problems,
-                                                                     key=lambda e: e["track_id"]), settings.codec)
-    info = {
-        "records": sum(f.records for f in files), "bytes": sum(f.bytes for f in files),
-        "files": [{"name": f.name, "records": f.records, "bytes": f.bytes} for f in files],
-        "index": wh.layout.index_name(bucket), "counts": counts.as_dict(), "ledger_records": ledger_info,
-        "requests": source.stats.as_dict(), "seconds": round(counts.seconds, 3), "inputs": inputs or [],
-    }
+    writer = BucketWriter(wh, dataset, date, bucket, settings)
+    try:
+        counts, problems = fetch(source, items, settings, date, where, writer.write, progress)
+    except BaseException:
+        writer.abort()
+        raise
+    info = writer.close()
+    ledger_records = write_ledger_bucket(wh, date, bucket, heapq.merge(carried_ledger, problems,
+                                                                       key=lambda e: e["track_id"]), settings.codec)
+    info.update({"counts": counts.as_dict(), "ledger_records": ledger_records, "requests": source.stats.as_dict(),
+                 "seconds": round(counts.seconds, 3), "inputs": inputs or [], **(details() if details else {})})
     wh.commit_bucket(dataset, date, bucket, info)
     log.info("%s: %s in %.1fs", where, counts.as_dict(), counts.seconds)
     return info

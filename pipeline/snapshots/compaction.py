@@ -1,0 +1,83 @@
+"""Compaction: a new full snapshot from the previous full, the incrementals after it and today's delta.
+
+Per bucket, one streaming k-way merge over sorted inputs — memory is one record per input,
+whatever the size of the catalog. The newest version of a track wins; tracks that left the
+catalog (takedowns) are dropped here, so they stay recoverable in the older sets until
+retention removes those. Today's delta (new tracks and due retries) is fetched first into a
+local temporary file, so the compaction day also holds the day's new analyses and no
+incremental is needed for it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+
+from pipeline import layout
+from pipeline.errors import QualityGateError
+from pipeline.formats import ANALYSIS
+from pipeline.formats.avro_io import RollingWriter, read_records
+from pipeline.ingest.chunk import BucketWriter, ChunkSettings, fetch, write_ledger_bucket
+from pipeline.snapshots.incremental import DeltaPlan, delta_inputs, plan_delta
+from pipeline.snapshots.merge import MergeStats, keep_ids, merge_newest
+from pipeline.snapshots.retry import RetryPolicy
+from pipeline.snapshots.schedule import state_as_of
+from pipeline.source.base import Source
+from pipeline.source.catalog import read_catalog_bucket
+from pipeline.storage import LocalStorage
+from pipeline.warehouse import Warehouse
+
+
+def _fetch_delta(wh: Warehouse, source: Source, date: dt.date, bucket: int, settings: ChunkSettings,
+                 policy: RetryPolicy, key_template: str, scratch: str, progress) -> tuple[list[str], dict, list]:
+    """Fetch today's delta into local scratch files; returns (their URLs, details, ledger rows)."""
+    state_ids, ledger, _ = delta_inputs(wh, date, bucket)
+    plan = DeltaPlan()
+    items = plan_delta(read_catalog_bucket(wh, date, bucket), state_ids, ledger, date, policy, key_template, plan)
+    local = LocalStorage()
+    delta = RollingWriter(local, lambda p: f"file://{scratch}/delta-{p:04d}.avro", ANALYSIS, "null", 1 << 30)
+    where = f"compaction {layout.format_date(date)} bucket {bucket}"
+    try:
+        counts, problems = fetch(source, items, settings, date, where, delta.write, progress)
+    except BaseException:
+        delta.abort()
+        raise
+    urls = [f"file://{scratch}/{f.name}" for f in delta.close()]
+    ledger_rows = sorted(plan.carried + problems, key=lambda e: e["track_id"])
+    details = {**plan.as_dict(), "counts": counts.as_dict(), "requests": source.stats.as_dict(),
+               "seconds": round(counts.seconds, 3)}
+    return urls, details, ledger_rows
+
+
+def compact_bucket(wh: Warehouse, source: Source, date: dt.date, bucket: int, settings: ChunkSettings,
+                   policy: RetryPolicy, key_template: str, progress=None) -> dict:
+    """Build and commit one bucket of the full snapshot of ``date`` by compaction."""
+    state = state_as_of(wh, date - dt.timedelta(days=1))
+    with tempfile.TemporaryDirectory(prefix="compaction-") as scratch:
+        delta_urls, details, ledger_rows = _fetch_delta(wh, source, date, bucket, settings, policy, key_template,
+                                                        scratch, progress)
+        local = LocalStorage()
+        streams = [wh.read_bucket(dataset, day, bucket) for dataset, day in state.sets()]
+        streams.append(r for url in delta_urls for r in read_records(local, url))
+        stats = MergeStats()
+        catalog_ids = (row.track_id for row in read_catalog_bucket(wh, date, bucket))
+        merged = keep_ids(merge_newest(streams, stats), catalog_ids, stats)
+        writer = BucketWriter(wh, layout.ANALYSIS_FULL, date, bucket, settings)
+        try:
+            for record in merged:
+                writer.write(record)
+        except BaseException:
+            writer.abort()
+            raise
+        info = writer.close()
+    if info["records"] != stats.inputs - stats.replaced - stats.dropped:
+        raise QualityGateError(f"compaction {date} bucket {bucket}: wrote {info['records']} records from "
+                               f"{stats.inputs} inputs - {stats.replaced} replaced - {stats.dropped} dropped")
+    wh.clear_bucket(layout.LEDGER, date, bucket)
+    ledger_records = write_ledger_bucket(wh, date, bucket, ledger_rows, settings.codec)
+    inputs = [wh.layout.date_url(dataset, day) for dataset, day in state.sets()]
+    info.update({**details, "ledger_records": ledger_records, "inputs": inputs,
+                 "merge": {"inputs": stats.inputs, "replaced": stats.replaced, "taken_down": stats.dropped,
+                           "verified": True}})
+    wh.commit_bucket(layout.ANALYSIS_FULL, date, bucket, info)
+    return info

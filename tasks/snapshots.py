@@ -1,0 +1,164 @@
+"""Keeping the analysis current: the per-date analysis set, incrementals, compactions, retention."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import luigi
+
+from pipeline import config, layout
+from pipeline.errors import ScheduleError
+from pipeline.ingest.chunk import ChunkSettings, publish_analysis
+from pipeline.snapshots import schedule
+from pipeline.snapshots.compaction import compact_bucket
+from pipeline.snapshots.incremental import incremental_bucket
+from pipeline.snapshots.retention import apply_retention
+from pipeline.snapshots.retry import RetryPolicy
+from pipeline.source import source_from_config
+from pipeline.storage import target_for
+from tasks.base import chunk_progress, success_target, warehouse
+from tasks.ingest import CatalogSnapshot, IngestFullSnapshot
+
+
+def _yesterday(date: dt.date) -> dt.date:
+    return date - dt.timedelta(days=1)
+
+
+class AnalysisSet(luigi.Task):
+    """The analysis set of a date — a full snapshot or an incremental, exactly one of them.
+
+    Complete when either exists. Which one to build is decided when the day before is
+    complete (the compaction schedule reads its manifests), then built as a dynamic dependency.
+    """
+
+    date = luigi.DateParameter(description="Date of the analysis set (YYYY-MM-DD).")
+
+    def requires(self):
+        return AnalysisSet(_yesterday(self.date)) if self.date > schedule.start_date(warehouse()) else []
+
+    def complete(self):
+        wh = warehouse()
+        return wh.is_complete(layout.ANALYSIS_FULL, self.date) or wh.is_complete(layout.ANALYSIS_INCREMENTAL, self.date)
+
+    def run(self):
+        wh = warehouse()
+        start = schedule.start_date(wh)
+        if self.date < start:
+            raise ScheduleError(f"{self.date} is before the pipeline's start date {start} ([pipeline] start_date)")
+        if self.date == start:
+            yield IngestFullSnapshot(self.date)
+            return
+        kind = schedule.kind_for(wh, self.date, start, schedule.CompactionPolicy.from_config())
+        yield CompactFullSnapshot(self.date) if kind == schedule.FULL else IncrementalAnalysis(self.date)
+
+
+class _DeltaChunk(luigi.Task):
+    """One bucket of a day's delta (incremental or compaction); one implementation for both."""
+
+    date = luigi.DateParameter(description="Date of the analysis set.")
+    chunk = luigi.IntParameter(description="Bucket number, 0 <= chunk < [ingest] chunks.")
+    resources = {"s3_ingest": 1}
+    dataset: str = ""
+
+    def requires(self):
+        return [CatalogSnapshot(self.date), AnalysisSet(_yesterday(self.date))]
+
+    def output(self):
+        wh = warehouse()
+        return target_for(wh.layout.bucket_manifest_url(self.dataset, self.date, self.chunk), wh.storage)
+
+    def complete(self):
+        wh = warehouse()
+        return wh.is_complete(self.dataset, self.date) or wh.bucket_committed(self.dataset, self.date, self.chunk)
+
+    def build(self, wh, source, settings, policy, template, progress):
+        raise NotImplementedError
+
+    def run(self):
+        wh = warehouse()
+        other = layout.ANALYSIS_INCREMENTAL if self.dataset == layout.ANALYSIS_FULL else layout.ANALYSIS_FULL
+        if wh.is_complete(other, self.date):
+            raise ScheduleError(f"{other} of {self.date} already exists: a date has exactly one analysis set")
+        total = wh.manifest(layout.CATALOG, self.date)["bucket_manifests"][layout.bucket_name(self.chunk)]["records"]
+        self.build(wh, source_from_config(), ChunkSettings.from_config(), RetryPolicy.from_config(),
+                   config.source().key_template, chunk_progress(self, total))
+
+
+class IncrementalChunk(_DeltaChunk):
+    """One bucket of the incremental set: new, re-analysed and due-for-retry tracks only."""
+
+    dataset = layout.ANALYSIS_INCREMENTAL
+
+    def build(self, wh, source, settings, policy, template, progress):
+        incremental_bucket(wh, source, self.date, self.chunk, settings, policy, template, progress)
+
+
+class CompactChunk(_DeltaChunk):
+    """One bucket of a compacted full snapshot: previous full + incrementals + today's delta."""
+
+    dataset = layout.ANALYSIS_FULL
+
+    def build(self, wh, source, settings, policy, template, progress):
+        compact_bucket(wh, source, self.date, self.chunk, settings, policy, template, progress)
+
+
+class IncrementalAnalysis(luigi.Task):
+    """The incremental analysis set of a date: every bucket, then publication (ledger first)."""
+
+    date = luigi.DateParameter(description="Date of the incremental set.")
+
+    def requires(self):
+        return [IncrementalChunk(self.date, c) for c in range(config.ingest().chunks)]
+
+    def output(self):
+        return success_target(layout.ANALYSIS_INCREMENTAL, self.date)
+
+    def run(self):
+        wh = warehouse()
+        if wh.is_complete(layout.ANALYSIS_FULL, self.date):
+            raise ScheduleError(f"a full snapshot of {self.date} exists: no incremental may be published for it")
+        publish_analysis(wh, layout.ANALYSIS_INCREMENTAL, self.date, config.ingest().chunks, kind="incremental")
+
+
+class CompactFullSnapshot(luigi.Task):
+    """A new full snapshot by compaction (previous full + incrementals + today's new analyses)."""
+
+    date = luigi.DateParameter(description="Date of the new full snapshot.")
+
+    def requires(self):
+        return [CompactChunk(self.date, c) for c in range(config.ingest().chunks)]
+
+    def output(self):
+        return success_target(layout.ANALYSIS_FULL, self.date)
+
+    def run(self):
+        wh = warehouse()
+        if wh.is_complete(layout.ANALYSIS_INCREMENTAL, self.date):
+            raise ScheduleError(f"an incremental of {self.date} exists: no full snapshot may be published for it")
+        publish_analysis(wh, layout.ANALYSIS_FULL, self.date, config.ingest().chunks, kind="compaction")
+
+
+class ApplyRetention(luigi.Task):
+    """Delete obsolete analysis sets after the set of ``date`` exists; logs what it freed."""
+
+    date = luigi.DateParameter(description="Run after the analysis set of this date is complete.")
+    dry_run = luigi.BoolParameter(default=False, significant=False, description="Only list what would be deleted.")
+
+    def requires(self):
+        return AnalysisSet(self.date)
+
+    def output(self):
+        wh = warehouse()
+        return target_for(wh.layout.retention_log_url(self.date), wh.storage)
+
+    def complete(self):
+        return False if self.dry_run else super().complete()
+
+    def run(self):
+        wh = warehouse()
+        dry_run = self.dry_run or config.retention().dry_run
+        result = apply_retention(wh, config.retention().keep_full, dry_run=dry_run)
+        self.set_status_message(f"{'would free' if dry_run else 'freed'} {result['bytes_freed'] / 1e6:.1f} MB in "
+                                f"{len(result['deleted'])} date folders")
+        if not dry_run:
+            wh.write_json(wh.layout.retention_log_url(self.date), result)
