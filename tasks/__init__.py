@@ -5,6 +5,7 @@ Run them the Luigi way from the repository root, e.g.::
     luigi --module tasks IngestFullSnapshot --date 2026-11-26 --local-scheduler
 """
 
+from tasks.attributes import DailyAttributes
 from tasks.ingest import CatalogSnapshot, IngestChunk, IngestFullSnapshot
 from tasks.snapshots import (
     AnalysisSet,
@@ -16,4 +17,4 @@ from tasks.snapshots import (
 )
 
 __all__ = ["CatalogSnapshot", "IngestChunk", "IngestFullSnapshot", "AnalysisSet", "IncrementalChunk",
-           "IncrementalAnalysis", "CompactChunk", "CompactFullSnapshot", "ApplyRetention"]
+           "IncrementalAnalysis", "CompactChunk", "CompactFullSnapshot", "ApplyRetention", "DailyAttributes"]

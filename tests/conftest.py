@@ -66,3 +66,11 @@ def s3_world(s3_endpoint: str, s3_bucket: str, tmp_path):
 
 
 WORLD_DATE = __import__("datetime").date(2026, 11, 26)
+
+
+@pytest.fixture(scope="session")
+def three_weeks(tmp_path_factory, s3_endpoint):
+    """21 simulated days through the fault proxy: analysis sets, retention and attributes (one run per session)."""
+    from tests.simulation import run_three_weeks
+
+    yield from run_three_weeks(tmp_path_factory.mktemp("weeks"), s3_endpoint)

@@ -93,3 +93,69 @@ def ledger_outcomes(wh: Warehouse, date: dt.date) -> dict[str, str]:
     manifest = wh.manifest(layout.LEDGER, date)
     return {r["track_id"]: r["outcome"] for b in range(manifest["buckets"])
             for r in wh.read_bucket(layout.LEDGER, date, b, manifest)}
+
+
+SIM_START = dt.date(2026, 11, 1)
+SIM_DAYS = 21  # compactions on days 5, 10, 15, 20 (every 5 days)
+SIM_EVERY = 5
+SIM_FAULTS = {"http_500": 0.01, "slowdown_503": 0.01, "reset": 0.005, "truncate": 0.005, "corrupt": 0.005}
+
+
+def run_three_weeks(tmp, s3_endpoint: str):
+    """Seed and run 21 days (analysis set, retention, attributes), snapshotting what each day produced.
+
+    A generator: yields ``(warehouse, simulation, policy, history, proxy stats)`` with the config
+    and the fault proxy still active, for a session fixture to hand out.
+    """
+    from pipeline.demo.s3server import s3_client
+    from pipeline.demo.seed import seed_bucket, write_metadata_dump
+    from tasks import ApplyRetention, DailyAttributes
+    from tests.helpers import luigi_config, run_luigi
+    from tests.support.faultproxy import FaultPlan, FaultProxy
+
+    bucket = "weeks"
+    client = s3_client(s3_endpoint)
+    sim = CatalogSimulation(seed=23, start_date=SIM_START, initial_tracks=120, segments=24, daily_new_ratio=0.04,
+                            takedown_ratio=0.01, late_ratio=0.12, never_ratio=0.03, malformed_ratio=0.02,
+                            reanalysed_ratio=0.01, gzip_ratio=0.2)
+    policy = RetryPolicy(1, 8)
+    overrides = {
+        "warehouse": {"root": f"file://{tmp / 'warehouse'}"},
+        "source": {"url": f"s3://{bucket}/analysis/", "concurrency": 4, "max_attempts": 5, "read_timeout": 5},
+        "ingest": {"chunks": 3, "failure_ratio": 0.05},
+        "compaction": {"every_days": SIM_EVERY, "max_incremental_ratio": 10.0},
+        "retention": {"keep_full": 2},
+        "retry": {"missing_first_days": policy.first_days, "missing_max_days": policy.max_days},
+        "pipeline": {"start_date": layout.format_date(SIM_START)},
+    }
+    history = []
+    model = ReferenceModel(sim, policy)
+    with FaultProxy(s3_endpoint, FaultPlan(SIM_FAULTS, seed=5)) as proxy:
+        overrides["source"]["endpoint_url"] = proxy.url
+        with luigi_config(overrides):
+            wh = Warehouse.from_config()
+            for day in range(SIM_DAYS):
+                date = SIM_START + dt.timedelta(days=day)
+                seed_bucket(client, bucket, "analysis", sim, day, since_day=day - 1 if day else None)
+                write_metadata_dump(wh.layout, wh.storage, date, sim.day(day).rows)
+                ok = run_luigi([ApplyRetention(date=date), DailyAttributes(date=date)], workers=2)
+                assert ok, f"day {day} failed"
+                history.append(day_snapshot(wh, day, date, model.step(day, compaction=day % SIM_EVERY == 0)))
+            yield wh, sim, policy, history, proxy.stats
+
+
+def day_snapshot(wh: Warehouse, day: int, date: dt.date, want: Expected) -> dict:
+    """What to check about one day, taken right after it ran (retention deletes old days later)."""
+    full = wh.is_complete(layout.ANALYSIS_FULL, date)
+    incremental = wh.is_complete(layout.ANALYSIS_INCREMENTAL, date)
+    return {"day": day, "date": date, "full": full, "incremental": incremental, "records": state_records(wh, date),
+            "expected": want, "ledger": ledger_outcomes(wh, date),
+            "manifest": wh.manifest(layout.ANALYSIS_FULL if full else layout.ANALYSIS_INCREMENTAL, date),
+            "attributes": attribute_records(wh, date),
+            "attributes_manifest": wh.manifest(layout.ATTRIBUTES, date)}
+
+
+def attribute_records(wh: Warehouse, date: dt.date) -> dict[str, dict]:
+    manifest = wh.manifest(layout.ATTRIBUTES, date)
+    return {r["track_id"]: r for b in range(manifest["buckets"])
+            for r in wh.read_bucket(layout.ATTRIBUTES, date, b, manifest)}

@@ -6,66 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 
-import pytest
-
 from pipeline import layout
-from pipeline.demo.s3server import s3_client
-from pipeline.demo.seed import seed_bucket, write_metadata_dump
-from pipeline.demo.synthetic import CatalogSimulation
-from pipeline.snapshots.retry import RetryPolicy
-from pipeline.warehouse import Warehouse
-from tasks import AnalysisSet, ApplyRetention
-from tests.helpers import StartedTasks, luigi_config, run_luigi
-from tests.simulation import ReferenceModel, ledger_outcomes, newest_wins, state_records
-from tests.support.faultproxy import FaultPlan, FaultProxy
+from tasks import AnalysisSet
+from tests.helpers import StartedTasks, run_luigi
+from tests.simulation import SIM_DAYS, SIM_EVERY, SIM_START, newest_wins, state_records
 
-START = dt.date(2026, 11, 1)
-DAYS = 21  # compactions on days 5, 10, 15, 20 (every 5 days)
-EVERY = 5
-FAULTS = {"http_500": 0.01, "slowdown_503": 0.01, "reset": 0.005, "truncate": 0.005, "corrupt": 0.005}
-
-
-@pytest.fixture(scope="module")
-def three_weeks(tmp_path_factory, s3_endpoint):
-    tmp = tmp_path_factory.mktemp("weeks")
-    bucket = "weeks"
-    client = s3_client(s3_endpoint)
-    sim = CatalogSimulation(seed=23, start_date=START, initial_tracks=120, segments=24, daily_new_ratio=0.04,
-                            takedown_ratio=0.01, late_ratio=0.12, never_ratio=0.03, malformed_ratio=0.02,
-                            reanalysed_ratio=0.01, gzip_ratio=0.2)
-    policy = RetryPolicy(1, 8)
-    overrides = {
-        "warehouse": {"root": f"file://{tmp / 'warehouse'}"},
-        "source": {"url": f"s3://{bucket}/analysis/", "concurrency": 4, "max_attempts": 5, "read_timeout": 5},
-        "ingest": {"chunks": 3, "failure_ratio": 0.05},
-        "compaction": {"every_days": EVERY, "max_incremental_ratio": 10.0},
-        "retention": {"keep_full": 2},
-        "retry": {"missing_first_days": policy.first_days, "missing_max_days": policy.max_days},
-        "pipeline": {"start_date": layout.format_date(START)},
-    }
-    history = []
-    model = ReferenceModel(sim, policy)
-    with FaultProxy(s3_endpoint, FaultPlan(FAULTS, seed=5)) as proxy:
-        overrides["source"]["endpoint_url"] = proxy.url
-        with luigi_config(overrides):
-            wh = Warehouse.from_config()
-            for day in range(DAYS):
-                date = START + dt.timedelta(days=day)
-                seed_bucket(client, bucket, "analysis", sim, day, since_day=day - 1 if day else None)
-                write_metadata_dump(wh.layout, wh.storage, date, sim.day(day).rows)
-                assert run_luigi([ApplyRetention(date=date)], workers=2), f"day {day} failed"
-                history.append(_snapshot(wh, day, date, model.step(day, compaction=day % EVERY == 0)))
-            yield wh, sim, policy, history, proxy.stats
-
-
-def _snapshot(wh, day, date, want) -> dict:
-    """What to check about one day, taken right after it ran (retention deletes old days later)."""
-    full = wh.is_complete(layout.ANALYSIS_FULL, date)
-    incremental = wh.is_complete(layout.ANALYSIS_INCREMENTAL, date)
-    records = state_records(wh, date)
-    return {"day": day, "date": date, "full": full, "incremental": incremental, "records": records,
-            "expected": want, "ledger": ledger_outcomes(wh, date),
-            "manifest": wh.manifest(layout.ANALYSIS_FULL if full else layout.ANALYSIS_INCREMENTAL, date)}
+START, DAYS, EVERY = SIM_START, SIM_DAYS, SIM_EVERY
 
 
 def test_exactly_one_analysis_set_per_day_on_schedule(three_weeks):

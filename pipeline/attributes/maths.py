@@ -273,7 +273,8 @@ def _fields(a: AnalysisArrays, profile: str, reasons: dict[str, str]) -> dict:
     """Every field of the record except ``null_reasons`` and ``algorithm_version``, in schema order."""
     w = segment_weights(a)
     chroma, chroma_why = mean_chroma(a, w)
-    record: dict = {"track_id": a.track_id, **summary_fields(a.summary, reasons),
+    record: dict = {"track_id": a.track_id, "source_updated_at": a.source_updated_at,
+                    **summary_fields(a.summary, reasons),
                     **beat_fields(a.beats_start, reasons),
                     **key_fields(chroma, PROFILES[profile], reasons, chroma_why),
                     **spread_fields(a, w, reasons)}

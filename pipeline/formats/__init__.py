@@ -19,10 +19,17 @@ ATTRIBUTES = "attributes"
 
 
 @functools.cache
+def _text(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.avsc").read_text(encoding="utf-8")
+
+
 def raw_schema(name: str) -> dict:
-    """The schema as written in ``<name>.avsc`` (custom attributes such as ``dtype`` included)."""
-    text = resources.files(__package__).joinpath(f"{name}.avsc").read_text(encoding="utf-8")
-    return json.loads(text)
+    """The schema as written in ``<name>.avsc`` (custom attributes such as ``dtype`` included).
+
+    A fresh copy each call: fastavro's ``parse_schema`` mutates the dict it is given, and a
+    shared, mutated dict would change the schema text written into file headers.
+    """
+    return json.loads(_text(name))
 
 
 @functools.cache

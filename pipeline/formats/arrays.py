@@ -33,6 +33,7 @@ class AnalysisArrays:
     seg_loudness_end: np.ndarray  # NaN where the source omitted it
     pitches: np.ndarray  # (n_segments, 12)
     timbre: np.ndarray  # (n_segments, 12)
+    source_updated_at: int | None = None  # which analysis this is (the catalog's analysis_updated_at)
 
     @property
     def n_segments(self) -> int:
@@ -59,4 +60,5 @@ def arrays(record: dict) -> AnalysisArrays:
         seg_loudness_end=unpack(seg["loudness_end"], F4),
         pitches=unpack(seg["pitches"], F4, 12),
         timbre=unpack(seg["timbre"], F4, 12),
+        source_updated_at=record.get("source_updated_at"),
     )

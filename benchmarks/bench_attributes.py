@@ -1,0 +1,151 @@
+"""Attributes (issue 4): per-core speed from the warehouse, daily vs full recompute, backfill check.
+
+1. Attributes computed per second per core from the warehouse Avro (decode + maths) against
+   merely parsing the same analyses' source JSON with orjson (target ≥ 3× faster per track).
+2. A daily run with 1% new tracks against a full recompute of the same day (target ≤ 5%).
+3. The backfill completeness check of 365 dates: seconds and filesystem calls, against one
+   existence check per date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import fastavro
+import numpy as np
+import orjson
+
+from benchmarks.common import save, timer
+from pipeline import layout
+from pipeline.attributes.maths import compute
+from pipeline.attributes.snapshot import build_snapshot, plan, run_job
+from pipeline.demo.synthetic import make_track_ids, synth_analysis
+from pipeline.formats import schema
+from pipeline.formats.analysis import to_record
+from pipeline.formats.arrays import arrays
+from pipeline.layout import Layout
+from pipeline.source.document import decode_body, unwrap
+from pipeline.storage import LocalStorage
+from pipeline.warehouse import Warehouse
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "echonest-real"
+BUCKETS = 4
+
+
+def per_track_speed(bodies: list[bytes]) -> dict:
+    """Seconds per track: orjson parse of the source vs Avro decode + attributes, one core."""
+    records = [to_record(*_unwrapped(b)) for b in bodies]
+    buf = io.BytesIO()
+    fastavro.writer(buf, schema("analysis"), records, codec="snappy")
+    avro_bytes = buf.getvalue()
+    best_json = best_avro = float("inf")
+    for _ in range(3):
+        t0 = time.process_time()
+        for body in bodies:
+            orjson.loads(body)
+        best_json = min(best_json, time.process_time() - t0)
+        t0 = time.process_time()
+        for record in fastavro.reader(io.BytesIO(avro_bytes)):
+            compute(arrays(record))
+        best_avro = min(best_avro, time.process_time() - t0)
+    n = len(bodies)
+    return {"tracks": n, "mean_segments": float(np.mean([r["segments"]["count"] for r in records])),
+            "json_parse_per_s": n / best_json, "avro_decode_attributes_per_s": n / best_avro,
+            "speedup": best_json / best_avro}
+
+
+def _unwrapped(body: bytes):
+    doc, wrapper = unwrap(decode_body(body))
+    return doc, {}
+
+
+def synthetic_bodies(n: int, segments: int) -> list[bytes]:
+    rng = np.random.default_rng(9)
+    out = []
+    for track_id in make_track_ids(rng, n):
+        tempo, key, mode = float(rng.uniform(70, 180)), int(rng.integers(12)), int(rng.integers(2))
+        out.append(orjson.dumps(synth_analysis(rng, track_id, tempo, key, mode, 4, 240.0, segments)))
+    return out
+
+
+def daily_vs_full(tracks: int, segments: int) -> dict:
+    """Attributes of a day with 1% new tracks, built incrementally and then by a full recompute."""
+    from benchmarks.compaction_fixture import DATE, setup
+    from tests.helpers import luigi_config
+
+    with tempfile.TemporaryDirectory(prefix="bench-attrs-") as scratch:
+        overrides = {"warehouse": {"root": f"file://{scratch}/warehouse"}, "ingest": {"chunks": BUCKETS},
+                     "source": {"url": f"file://{scratch}/source"},
+                     "pipeline": {"start_date": layout.format_date(DATE)}}
+        with luigi_config(overrides):
+            setup(Path(scratch), tracks, segments)  # full on DATE, 1% incremental on DATE+1
+            wh = Warehouse.from_config()
+            day1 = DATE + dt.timedelta(days=1)
+            build_snapshot(wh, DATE, BUCKETS, DATE)
+            with timer() as daily:
+                manifest = build_snapshot(wh, day1, BUCKETS, DATE)
+            wh.remove_date(layout.ATTRIBUTES, day1)
+            mode, tasks = plan(wh, day1, BUCKETS, start=day1)  # as if the chain started here: compute all
+            with timer() as full:
+                run_job(tasks, "inline")
+    return {"tracks": tracks + tracks // 100, "computed_daily": manifest["counts"]["computed"],
+            "kept_daily": manifest["counts"]["kept"], "daily_s": daily["seconds"], "full_recompute_s": full["seconds"],
+            "full_mode": mode, "ratio": daily["seconds"] / full["seconds"]}
+
+
+def backfill_check(days: int = 365) -> dict:
+    """RangeDaily's completeness check over ``days`` dates: one listing vs one exists() per date."""
+    from tasks import DailyAttributes
+    from tests.helpers import luigi_config
+
+    with tempfile.TemporaryDirectory(prefix="bench-range-") as scratch:
+        wh = Warehouse(Layout(f"file://{scratch}"), LocalStorage())
+        start = dt.date(2025, 11, 27)
+        dates = [start + dt.timedelta(days=i) for i in range(days)]
+        for d in dates[:-3]:  # published folders hold _SUCCESS; three days are missing
+            os.makedirs(wh.layout.date_url(layout.ATTRIBUTES, d)[len("file://"):])
+            Path(wh.layout.success_url(layout.ATTRIBUTES, d)[len("file://"):]).touch()
+        calls = {"n": 0}
+        original = LocalStorage.list_names
+
+        def counted(self, url):
+            calls["n"] += 1
+            return original(self, url)
+
+        LocalStorage.list_names = counted
+        try:
+            with luigi_config({"warehouse": {"root": wh.layout.root}}), timer() as bulk:
+                complete = DailyAttributes.bulk_complete.__func__(DailyAttributes, dates)
+        finally:
+            LocalStorage.list_names = original
+        with timer() as each:
+            per_date = [d for d in dates if wh.is_complete(layout.ATTRIBUTES, d)]
+    assert sorted(complete) == per_date
+    return {"dates": days, "bulk_seconds": bulk["seconds"], "bulk_filesystem_calls": calls["n"],
+            "per_date_seconds": each["seconds"], "per_date_filesystem_calls": days}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tracks", type=int, default=300)
+    parser.add_argument("--segments", type=int, default=800)
+    parser.add_argument("--daily-tracks", type=int, default=8000)
+    args = parser.parse_args()
+    real = sorted(p for p in REAL.glob("*.json") if not p.name.endswith(".features.json"))
+    result = {
+        "speed_synthetic": per_track_speed(synthetic_bodies(args.tracks, args.segments)),
+        "speed_real": per_track_speed([p.read_bytes() for p in real]) if real else None,
+        "daily_vs_full": daily_vs_full(args.daily_tracks, 300),
+        "backfill": backfill_check(),
+    }
+    save("attributes", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The daily attributes snapshot: plan the bucket tasks, run the mrjob job, publish.
+
+A day is **incremental** when yesterday's attributes exist and were computed by the same
+algorithm version: then only today's analysis set (full or incremental, exactly one exists)
+is joined with them. Otherwise — the first day, a day whose chain starts after retention
+removed older sets, or the first day of a new ``ALGORITHM_VERSION`` — it is **full**: every
+analysis of the state as of the day (latest full + its incrementals) is computed, and the
+daily chain simply continues from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+
+from pipeline import layout
+from pipeline.attributes.daily import BucketTask, combine_summaries, yesterday
+from pipeline.attributes.maths import ALGORITHM_VERSION
+from pipeline.formats import ATTRIBUTES
+from pipeline.snapshots.schedule import analysis_set, state_as_of
+from pipeline.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def chain_floor(wh: Warehouse, start: dt.date) -> dt.date:
+    """The oldest date whose analysis set still exists (retention deletes older ones), or ``start``."""
+    dates = wh.complete_dates(layout.ANALYSIS_FULL) + wh.complete_dates(layout.ANALYSIS_INCREMENTAL)
+    return max(min(dates), start) if dates else start
+
+
+def continues_chain(wh: Warehouse, date: dt.date, start: dt.date) -> bool:
+    """Whether the attributes of ``date`` build on those of the day before."""
+    return date > start and yesterday(date) >= chain_floor(wh, start)
+
+
+def plan(wh: Warehouse, date: dt.date, buckets: int, start: dt.date) -> tuple[str, list[BucketTask]]:
+    """("incremental" | "full", one task per bucket)."""
+    previous = yesterday(date) if continues_chain(wh, date, start) else None
+    if previous is not None and wh.is_complete(layout.ATTRIBUTES, previous):
+        version = wh.manifest(layout.ATTRIBUTES, previous).get("algorithm_version")
+        if version != ALGORITHM_VERSION:
+            log.warning("attributes of %s were made by algorithm %s, now %s: recomputing every track on %s",
+                        previous, version, ALGORITHM_VERSION, date)
+            previous = None
+    elif previous is not None:
+        previous = None
+    if previous is not None:
+        mode, sets = "incremental", [analysis_set(wh, date)]
+    else:
+        mode, sets = "full", state_as_of(wh, date).sets()
+    lay = wh.layout
+    tasks = [BucketTask(lay.root, lay.project, lay.metadata_project, layout.format_date(date), bucket,
+                        layout.format_date(previous) if previous else None,
+                        [[dataset, layout.format_date(d)] for dataset, d in sets]) for bucket in range(buckets)]
+    return mode, tasks
+
+
+def run_job(tasks: list[BucketTask], runner: str, conf_path: str | None = None,
+            s3_endpoint_url: str | None = None) -> dict[int, dict]:
+    """Run MRDailyAttributes over the bucket tasks; returns each bucket's summary line."""
+    from pipeline.attributes.mr_daily_attributes import MRDailyAttributes
+
+    if not tasks:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="attributes-job-") as scratch:
+        paths = []
+        for task in tasks:
+            path = os.path.join(scratch, f"bucket-{task.bucket:05d}.json")
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(dataclasses.asdict(task), f)
+            paths.append(path)
+        args = [*paths, "-r", runner, *(["--conf-path", conf_path] if conf_path else ["--no-conf"])]
+        if s3_endpoint_url:
+            args += ["--s3-endpoint-url", s3_endpoint_url]
+        job = MRDailyAttributes(args=args)
+        with job.make_runner() as mr:
+            mr.run()
+            return dict(job.parse_output(mr.cat_output()))
+
+
+def build_snapshot(wh: Warehouse, date: dt.date, buckets: int, start: dt.date, runner: str = "inline",
+                   conf_path: str | None = None, s3_endpoint_url: str | None = None, gate=None) -> dict:
+    """Build the missing buckets of ``attributes/<date>`` and publish it (idempotent)."""
+    if wh.is_complete(layout.ATTRIBUTES, date):
+        return wh.manifest(layout.ATTRIBUTES, date)
+    mode, tasks = plan(wh, date, buckets, start)
+    todo = [t for t in tasks if not wh.bucket_committed(layout.ATTRIBUTES, date, t.bucket)]
+    log.info("attributes %s (%s): %d of %d buckets to build on the %s runner", date, mode, len(todo), len(tasks),
+             runner)
+    run_job(todo, runner, conf_path, s3_endpoint_url)
+    entries = wh.bucket_manifests(layout.ATTRIBUTES, date, buckets)
+    if gate is not None:
+        gate(entries)
+    return wh.publish(layout.ATTRIBUTES, date, ATTRIBUTES, buckets, mode=mode, algorithm_version=ALGORITHM_VERSION,
+                      summary=combine_summaries(entries), inputs=sorted({u for e in entries for u in e["inputs"]}))
