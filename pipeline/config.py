@@ -139,3 +139,19 @@ class attributes(luigi.Config):  # noqa: N801
     mrjob_conf = luigi.OptionalParameter(
         default=None, significant=False, description="Path of an mrjob.conf for non-local runners."
     )
+
+
+class quality(luigi.Config):  # noqa: N801
+    enabled = luigi.BoolParameter(
+        default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="Run the quality gate before an analysis or attributes dataset publishes _SUCCESS.",
+    )
+    max_out_of_range_ratio = luigi.FloatParameter(
+        default=0.0, description="Largest share of records with a value outside its documented range (0 = none)."
+    )
+    max_anomaly_ratio = luigi.FloatParameter(
+        default=0.02, description="Largest share of records flagged anomalous (robust z-score of duration, "
+        "segment rate or loudness above z_threshold, within their bucket)."
+    )
+    z_threshold = luigi.FloatParameter(default=8.0, description="Robust z-score (median/MAD) above which a record "
+                                       "is anomalous.")

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+import fastavro
 
 from pipeline import __version__, layout
 from pipeline.errors import IncompleteDatasetError, StorageError
-from pipeline.formats import fingerprint
+from pipeline.formats import fingerprint, schema_fingerprint
 from pipeline.formats.avro_io import read_records
 from pipeline.layout import Layout
 from pipeline.storage import Storage, join, storage_for
@@ -99,13 +101,16 @@ class Warehouse:
         return [self.read_json(self.layout.bucket_manifest_url(dataset, date, b)) for b in range(buckets)]
 
     # -- publication ----------------------------------------------------------------------------
-    def publish(self, dataset: str, date: dt.date, schema_name: str, buckets: int, **extra) -> dict:
-        """Verify the staged buckets and publish the date atomically; idempotent."""
+    def publish(self, dataset: str, date: dt.date, schema_name: str, buckets: int,
+                gate: Callable[[list[dict]], None] | None = None, **extra) -> dict:
+        """Verify the staged buckets, pass the quality ``gate``, publish the date atomically; idempotent."""
         if self.is_complete(dataset, date):
             return self.manifest(dataset, date)
         staged = self.bucket_manifests(dataset, date, buckets)
         for entry in staged:
             self._verify_files(dataset, date, entry)
+        if gate is not None:
+            gate(staged)
         manifest = {
             "dataset": dataset, "date": layout.format_date(date), "schema": schema_name,
             "schema_fingerprint": fingerprint(schema_name), "code_version": __version__,
@@ -135,6 +140,14 @@ class Warehouse:
             if not self.storage.exists(url) or self.storage.size(url) != f["bytes"]:
                 raise IncompleteDatasetError(f"staged file {url} is missing or has the wrong size; "
                                              f"rerun chunk {entry['bucket']} of {dataset} {date}")
+
+    def staged_schema_fingerprint(self, dataset: str, date: dt.date, entry: dict) -> str | None:
+        """Fingerprint of the schema written in the first staged file of a bucket (one header read)."""
+        if not entry["files"]:
+            return None
+        url = self.layout.file_url(dataset, date, entry["files"][0]["name"], staging=True)
+        with self.storage.open_read(url) as f:
+            return schema_fingerprint(fastavro.reader(f).writer_schema)
 
     def remove_date(self, dataset: str, date: dt.date) -> None:
         """Unpublish a date: ``_SUCCESS`` goes first, so a reader never sees it half-deleted."""

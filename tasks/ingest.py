@@ -8,6 +8,7 @@ from pipeline import config, layout
 from pipeline.errors import ConfigError
 from pipeline.ingest.chunk import ChunkSettings, ingest_bucket, publish_analysis
 from pipeline.ingest.work import full_items
+from pipeline.ops.quality import QualitySettings
 from pipeline.source import source_from_config
 from pipeline.source.catalog import build_catalog, read_catalog_bucket
 from pipeline.storage import target_for
@@ -76,5 +77,6 @@ class IngestFullSnapshot(luigi.Task):
 
     def run(self):
         wh = warehouse()
-        publish_analysis(wh, layout.ANALYSIS_FULL, self.date, config.ingest().chunks, kind="full",
+        publish_analysis(wh, layout.ANALYSIS_FULL, self.date, config.ingest().chunks, QualitySettings.from_config(),
+                         kind="full",
                          inputs=[wh.layout.date_url(layout.CATALOG, self.date), config.source().url])

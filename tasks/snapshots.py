@@ -9,6 +9,7 @@ import luigi
 from pipeline import config, layout
 from pipeline.errors import ScheduleError
 from pipeline.ingest.chunk import ChunkSettings, publish_analysis
+from pipeline.ops.quality import QualitySettings
 from pipeline.snapshots import schedule
 from pipeline.snapshots.compaction import compact_bucket
 from pipeline.snapshots.incremental import incremental_bucket
@@ -117,7 +118,8 @@ class IncrementalAnalysis(luigi.Task):
         wh = warehouse()
         if wh.is_complete(layout.ANALYSIS_FULL, self.date):
             raise ScheduleError(f"a full snapshot of {self.date} exists: no incremental may be published for it")
-        publish_analysis(wh, layout.ANALYSIS_INCREMENTAL, self.date, config.ingest().chunks, kind="incremental")
+        publish_analysis(wh, layout.ANALYSIS_INCREMENTAL, self.date, config.ingest().chunks,
+                         QualitySettings.from_config(), kind="incremental")
 
 
 class CompactFullSnapshot(luigi.Task):
@@ -135,7 +137,8 @@ class CompactFullSnapshot(luigi.Task):
         wh = warehouse()
         if wh.is_complete(layout.ANALYSIS_INCREMENTAL, self.date):
             raise ScheduleError(f"an incremental of {self.date} exists: no full snapshot may be published for it")
-        publish_analysis(wh, layout.ANALYSIS_FULL, self.date, config.ingest().chunks, kind="compaction")
+        publish_analysis(wh, layout.ANALYSIS_FULL, self.date, config.ingest().chunks, QualitySettings.from_config(),
+                         kind="compaction")
 
 
 class ApplyRetention(luigi.Task):

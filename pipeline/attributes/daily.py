@@ -24,6 +24,7 @@ from pipeline.attributes.maths import ALGORITHM_VERSION, compute
 from pipeline.formats import ATTRIBUTES
 from pipeline.formats.arrays import arrays
 from pipeline.formats.avro_io import RollingWriter
+from pipeline.ops.quality import ATTRIBUTE_RANGES, QualityStats, attribute_values
 from pipeline.snapshots.merge import merge_newest
 from pipeline.source.catalog import read_catalog_bucket
 from pipeline.warehouse import Warehouse
@@ -98,6 +99,7 @@ class BucketTask:
     analysis_sets: list[list[str]]  # [[dataset, date], ...] oldest first; newest wins
     codec: str = "snappy"
     records_per_part: int = 50000
+    z_threshold: float = 8.0
 
 
 def build_bucket(wh: Warehouse, task: BucketTask) -> dict:
@@ -106,20 +108,21 @@ def build_bucket(wh: Warehouse, task: BucketTask) -> dict:
     previous = wh.read_bucket(layout.ATTRIBUTES, layout.parse_date(task.previous), bucket) if task.previous else ()
     analyses = merge_newest([wh.read_bucket(ds, layout.parse_date(d), bucket) for ds, d in task.analysis_sets])
     catalog_ids = (row.track_id for row in read_catalog_bucket(wh, date, bucket))
-    stats = BucketStats()
+    stats, quality = BucketStats(), QualityStats(ATTRIBUTE_RANGES)
     wh.clear_bucket(layout.ATTRIBUTES, date, bucket)
     parts = RollingWriter(wh.storage, lambda p: wh.layout.part_url(layout.ATTRIBUTES, date, bucket, p), ATTRIBUTES,
                           task.codec, task.records_per_part, f"{layout.ATTRIBUTES}/{task.date}")
     try:
         for record in join_bucket(catalog_ids, previous, analyses, stats):
             parts.write(record)
+            quality.observe(record["track_id"], *attribute_values(record))
     except BaseException:
         parts.abort()
         raise
     files = parts.close()
     info = {"records": sum(f.records for f in files), "bytes": sum(f.bytes for f in files),
             "files": [{"name": f.name, "records": f.records, "bytes": f.bytes} for f in files],
-            "algorithm_version": ALGORITHM_VERSION, **stats.as_dict(),
+            "algorithm_version": ALGORITHM_VERSION, **stats.as_dict(), "quality": quality.as_dict(task.z_threshold),
             "inputs": ([wh.layout.date_url(layout.ATTRIBUTES, layout.parse_date(task.previous))] if task.previous
                        else []) + [wh.layout.date_url(ds, layout.parse_date(d)) for ds, d in task.analysis_sets]}
     wh.commit_bucket(layout.ATTRIBUTES, date, bucket, info)

@@ -20,7 +20,8 @@ import tempfile
 from pipeline import layout
 from pipeline.attributes.daily import BucketTask, combine_summaries, yesterday
 from pipeline.attributes.maths import ALGORITHM_VERSION
-from pipeline.formats import ATTRIBUTES
+from pipeline.formats import ATTRIBUTES, fingerprint
+from pipeline.ops.quality import QualitySettings, enforce
 from pipeline.snapshots.schedule import analysis_set, state_as_of
 from pipeline.warehouse import Warehouse
 
@@ -38,7 +39,8 @@ def continues_chain(wh: Warehouse, date: dt.date, start: dt.date) -> bool:
     return date > start and yesterday(date) >= chain_floor(wh, start)
 
 
-def plan(wh: Warehouse, date: dt.date, buckets: int, start: dt.date) -> tuple[str, list[BucketTask]]:
+def plan(wh: Warehouse, date: dt.date, buckets: int, start: dt.date,
+         quality: QualitySettings | None = None) -> tuple[str, list[BucketTask]]:
     """("incremental" | "full", one task per bucket)."""
     previous = yesterday(date) if continues_chain(wh, date, start) else None
     if previous is not None and wh.is_complete(layout.ATTRIBUTES, previous):
@@ -56,7 +58,8 @@ def plan(wh: Warehouse, date: dt.date, buckets: int, start: dt.date) -> tuple[st
     lay = wh.layout
     tasks = [BucketTask(lay.root, lay.project, lay.metadata_project, layout.format_date(date), bucket,
                         layout.format_date(previous) if previous else None,
-                        [[dataset, layout.format_date(d)] for dataset, d in sets]) for bucket in range(buckets)]
+                        [[dataset, layout.format_date(d)] for dataset, d in sets],
+                        z_threshold=(quality or QualitySettings()).z_threshold) for bucket in range(buckets)]
     return mode, tasks
 
 
@@ -84,17 +87,24 @@ def run_job(tasks: list[BucketTask], runner: str, conf_path: str | None = None,
 
 
 def build_snapshot(wh: Warehouse, date: dt.date, buckets: int, start: dt.date, runner: str = "inline",
-                   conf_path: str | None = None, s3_endpoint_url: str | None = None, gate=None) -> dict:
-    """Build the missing buckets of ``attributes/<date>`` and publish it (idempotent)."""
+                   conf_path: str | None = None, s3_endpoint_url: str | None = None,
+                   quality: QualitySettings | None = None) -> dict:
+    """Build the missing buckets of ``attributes/<date>``, pass the quality gate, publish (idempotent)."""
     if wh.is_complete(layout.ATTRIBUTES, date):
         return wh.manifest(layout.ATTRIBUTES, date)
-    mode, tasks = plan(wh, date, buckets, start)
+    quality = quality or QualitySettings()
+    mode, tasks = plan(wh, date, buckets, start, quality)
     todo = [t for t in tasks if not wh.bucket_committed(layout.ATTRIBUTES, date, t.bucket)]
     log.info("attributes %s (%s): %d of %d buckets to build on the %s runner", date, mode, len(todo), len(tasks),
              runner)
     run_job(todo, runner, conf_path, s3_endpoint_url)
     entries = wh.bucket_manifests(layout.ATTRIBUTES, date, buckets)
-    if gate is not None:
-        gate(entries)
-    return wh.publish(layout.ATTRIBUTES, date, ATTRIBUTES, buckets, mode=mode, algorithm_version=ALGORITHM_VERSION,
+
+    def gate(staged: list[dict]) -> None:
+        enforce(staged, quality, f"{layout.ATTRIBUTES}/{layout.format_date(date)}",
+                expected_schema=fingerprint(ATTRIBUTES),
+                schema_of=lambda e: wh.staged_schema_fingerprint(layout.ATTRIBUTES, date, e))
+
+    return wh.publish(layout.ATTRIBUTES, date, ATTRIBUTES, buckets, gate=gate, mode=mode,
+                      algorithm_version=ALGORITHM_VERSION,
                       summary=combine_summaries(entries), inputs=sorted({u for e in entries for u in e["inputs"]}))

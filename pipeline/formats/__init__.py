@@ -41,5 +41,9 @@ def schema(name: str) -> dict:
 @functools.cache
 def fingerprint(name: str) -> str:
     """SHA-256 of the schema's Parsing Canonical Form: equal fingerprints mean compatible bytes."""
-    canonical = to_parsing_canonical_form(schema(name))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return schema_fingerprint(schema(name))
+
+
+def schema_fingerprint(parsed: dict) -> str:
+    """The same fingerprint for any parsed schema (e.g. the writer schema of a file)."""
+    return hashlib.sha256(to_parsing_canonical_form(parsed).encode("utf-8")).hexdigest()

@@ -13,14 +13,15 @@ import datetime as dt
 import heapq
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline import layout
 from pipeline.errors import TooManyFailuresError
-from pipeline.formats import ANALYSIS, IDS, LEDGER
+from pipeline.formats import ANALYSIS, IDS, LEDGER, fingerprint
 from pipeline.formats.avro_io import RollingWriter, open_writer, write_file
 from pipeline.ingest import engine
 from pipeline.ingest.engine import INGESTED, Counts, Result, WorkItem
+from pipeline.ops.quality import ANALYSIS_RANGES, QualitySettings, QualityStats, analysis_values, enforce
 from pipeline.source.base import Source
 from pipeline.warehouse import Warehouse
 
@@ -35,6 +36,7 @@ class ChunkSettings:
     failure_ratio: float = 0.001
     records_per_part: int = 20000
     codec: str = "snappy"
+    quality: QualitySettings = field(default_factory=QualitySettings)
 
     @classmethod
     def from_config(cls) -> ChunkSettings:
@@ -42,7 +44,7 @@ class ChunkSettings:
 
         src, ing = config.source(), config.ingest()
         return cls(src.concurrency, src.max_document_bytes, src.unreachable_after, ing.failure_ratio,
-                   ing.records_per_part, ing.codec)
+                   ing.records_per_part, ing.codec, QualitySettings.from_config())
 
 
 def ledger_entry(result: Result, date: dt.date) -> dict:
@@ -72,6 +74,7 @@ class BucketWriter:
 
     def __init__(self, wh: Warehouse, dataset: str, date: dt.date, bucket: int, settings: ChunkSettings):
         self.wh, self.dataset, self.date, self.bucket = wh, dataset, date, bucket
+        self.quality, self.z_threshold = QualityStats(ANALYSIS_RANGES), settings.quality.z_threshold
         identity = f"{dataset}/{layout.format_date(date)}"
         wh.clear_bucket(dataset, date, bucket)
         self._stack = contextlib.ExitStack()
@@ -84,13 +87,14 @@ class BucketWriter:
     def write(self, record: dict) -> None:
         self.parts.write(record)
         self._index({"track_id": record["track_id"], "source_updated_at": record["source_updated_at"]})
+        self.quality.observe(record["track_id"], *analysis_values(record))
 
     def close(self) -> dict:
         files = self.parts.close()
         self._stack.close()
         return {"records": sum(f.records for f in files), "bytes": sum(f.bytes for f in files),
                 "files": [{"name": f.name, "records": f.records, "bytes": f.bytes} for f in files],
-                "index": self.wh.layout.index_name(self.bucket)}
+                "index": self.wh.layout.index_name(self.bucket), "quality": self.quality.as_dict(self.z_threshold)}
 
     def abort(self) -> None:
         self.parts.abort()
@@ -154,7 +158,17 @@ def write_ledger_bucket(wh: Warehouse, date: dt.date, bucket: int, entries: Iter
     return info.records
 
 
-def publish_analysis(wh: Warehouse, dataset: str, date: dt.date, buckets: int, **extra) -> dict:
-    """Publish the ledger of ``date``, then the analysis dataset itself (``_SUCCESS`` last)."""
+def publish_analysis(wh: Warehouse, dataset: str, date: dt.date, buckets: int,
+                     quality: QualitySettings | None = None, **extra) -> dict:
+    """Gate, publish the ledger of ``date``, then the analysis dataset itself (``_SUCCESS`` last)."""
+    quality = quality or QualitySettings()
+    where = f"{dataset}/{layout.format_date(date)}"
+
+    def gate(entries: list[dict]) -> None:
+        enforce(entries, quality, where, expected_schema=fingerprint(ANALYSIS),
+                schema_of=lambda e: wh.staged_schema_fingerprint(dataset, date, e))
+
+    if not wh.is_complete(dataset, date):
+        gate(wh.bucket_manifests(dataset, date, buckets))  # before the ledger publishes either
     wh.publish(layout.LEDGER, date, LEDGER, buckets, analysis_dataset=dataset)
     return wh.publish(dataset, date, ANALYSIS, buckets, **extra)

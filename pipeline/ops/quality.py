@@ -1,0 +1,140 @@
+"""The quality gate: checks a dataset must pass before it may publish ``_SUCCESS``.
+
+Statistics are gathered while records stream through the bucket writers (no extra pass over
+the data) and kept in each bucket manifest; at publication the gate reads only those
+manifests and one file header per bucket. It checks:
+
+- values in their documented ranges (tempo 0–500 BPM, loudness −100–10 dB, keys 0–11 — or −1,
+  Spotify's "not detected", in analyses — modes 0/1, durations > 0);
+- the share of anomalous records: a robust z-score (median and MAD within the bucket, a random
+  1/N sample of the catalogue) of duration, segment rate and loudness above ``z_threshold``;
+- record counts consistent with the outcome counts, and the schema of the files as expected.
+
+A failing gate raises ``QualityGateError`` listing every failed check; nothing is published.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.errors import QualityGateError
+
+MIN_FOR_ANOMALIES = 20  # below this a bucket's median/MAD mean little
+ANALYSIS_RANGES = {"tempo": (0.0, 500.0), "loudness": (-100.0, 10.0), "key": (-1, 11), "mode": (0, 1),
+                   "duration": (1e-9, 86400.0)}
+ATTRIBUTE_RANGES = {"tempo": (0.0, 500.0), "beat_tempo": (0.0, 500.0), "loudness": (-100.0, 10.0),
+                    "loudness_mean": (-100.0, 10.0), "key": (0, 11), "estimated_key": (0, 11), "mode": (0, 1),
+                    "estimated_mode": (0, 1), "duration": (1e-9, 86400.0)}
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    enabled: bool = True
+    max_out_of_range_ratio: float = 0.0
+    max_anomaly_ratio: float = 0.02
+    z_threshold: float = 8.0
+
+    @classmethod
+    def from_config(cls) -> QualitySettings:
+        from pipeline import config
+
+        c = config.quality()
+        return cls(c.enabled, c.max_out_of_range_ratio, c.max_anomaly_ratio, c.z_threshold)
+
+
+@dataclass
+class QualityStats:
+    """Per-bucket accumulator: range violations now, anomaly features for the end of the bucket."""
+
+    ranges: dict[str, tuple[float, float]]
+    checked: int = 0
+    out_of_range: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+    _features: list[tuple[float, float, float]] = field(default_factory=list)
+
+    def observe(self, track_id: str, values: dict, segment_rate: float | None) -> None:
+        self.checked += 1
+        for name, (low, high) in self.ranges.items():
+            value = values.get(name)
+            if value is not None and not (low <= value <= high and math.isfinite(value)):
+                self.out_of_range[name] = self.out_of_range.get(name, 0) + 1
+                if len(self.examples) < 10:
+                    self.examples.append(f"{track_id}: {name} = {value}")
+        duration, loudness = values.get("duration"), values.get("loudness")
+        if duration is not None and loudness is not None and segment_rate is not None:
+            self._features.append((duration, segment_rate, loudness))
+
+    def anomalies(self, z_threshold: float) -> int:
+        if len(self._features) < MIN_FOR_ANOMALIES:
+            return 0
+        x = np.asarray(self._features, dtype=np.float64)
+        median = np.median(x, axis=0)
+        mad = np.median(np.abs(x - median), axis=0) * 1.4826  # MAD scaled to a normal sigma
+        mad[mad == 0] = np.inf  # a constant feature flags nothing
+        z = np.abs(x - median) / mad
+        return int((z > z_threshold).any(axis=1).sum())
+
+    def as_dict(self, z_threshold: float) -> dict:
+        return {"checked": self.checked, "out_of_range": dict(sorted(self.out_of_range.items())),
+                "anomalies": self.anomalies(z_threshold), "examples": self.examples, "z_threshold": z_threshold}
+
+
+def analysis_values(record: dict) -> tuple[dict, float | None]:
+    """(summary values, segments per second) of an analysis record."""
+    track = record["track"]
+    duration = track.get("duration")
+    rate = record["segments"]["count"] / duration if duration else None
+    return {k: track.get(k) for k in ANALYSIS_RANGES}, rate
+
+
+def attribute_values(record: dict) -> tuple[dict, float | None]:
+    values = {k: record.get(k) for k in ATTRIBUTE_RANGES}
+    values["loudness"] = record.get("loudness_mean") if record.get("loudness") is None else record.get("loudness")
+    return values, record.get("segment_rate")
+
+
+def check(entries: list[dict], settings: QualitySettings, where: str, expected_schema: str | None = None,
+          schema_of=None) -> list[str]:
+    """Every failed check of a dataset about to be published (empty when it may publish)."""
+    failures = []
+    checked = sum(e.get("quality", {}).get("checked", 0) for e in entries)
+    records = sum(e["records"] for e in entries)
+    if checked != records:
+        failures.append(f"{checked} records checked but {records} written")
+    for e in entries:
+        counts = e.get("counts", {})
+        if "ingested" in counts and "merge" not in e and counts["ingested"] != e["records"]:
+            failures.append(f"bucket {e['bucket']}: {counts['ingested']} ingested but {e['records']} written")
+        if "merge" in e and not e["merge"].get("verified"):
+            failures.append(f"bucket {e['bucket']}: compaction not verified")
+    bad = {}
+    for e in entries:
+        for name, n in e.get("quality", {}).get("out_of_range", {}).items():
+            bad[name] = bad.get(name, 0) + n
+    if checked and sum(bad.values()) / checked > settings.max_out_of_range_ratio:
+        examples = [x for e in entries for x in e.get("quality", {}).get("examples", [])][:5]
+        failures.append(f"values out of their documented ranges: {bad} (e.g. {'; '.join(examples)})")
+    anomalies = sum(e.get("quality", {}).get("anomalies", 0) for e in entries)
+    if checked and anomalies / checked > settings.max_anomaly_ratio:
+        failures.append(f"{anomalies} of {checked} records ({anomalies / checked:.1%}) are anomalous "
+                        f"(robust z > {settings.z_threshold:g}); [quality] max_anomaly_ratio = "
+                        f"{settings.max_anomaly_ratio:.1%}")
+    if expected_schema is not None and schema_of is not None:
+        for e in entries:
+            found = schema_of(e)
+            if found is not None and found != expected_schema:
+                failures.append(f"bucket {e['bucket']}: files written with another schema")
+    return failures
+
+
+def enforce(entries: list[dict], settings: QualitySettings, where: str, **schema_check) -> None:
+    """Raise ``QualityGateError`` naming every failed check; no-op when the gate is disabled."""
+    if not settings.enabled:
+        return
+    failures = check(entries, settings, where, **schema_check)
+    if failures:
+        raise QualityGateError(f"{where} failed its quality gate, nothing was published:\n  - "
+                               + "\n  - ".join(failures))

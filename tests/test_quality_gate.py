@@ -1,0 +1,86 @@
+"""The quality gate blocks a dataset with out-of-range values or too many anomalies and passes a clean one."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import orjson
+import pytest
+
+from pipeline import layout
+from pipeline.demo.seed import seed_local_folder, write_metadata_dump
+from pipeline.demo.synthetic import CatalogSimulation
+from pipeline.errors import QualityGateError
+from pipeline.ops.quality import ANALYSIS_RANGES, QualitySettings, QualityStats, check, enforce
+from pipeline.warehouse import Warehouse
+from tasks import IngestFullSnapshot
+from tests.helpers import luigi_config, run_luigi
+
+DATE = dt.date(2026, 11, 26)
+
+
+def _entry(bucket=0, records=100, ingested=100, out_of_range=None, anomalies=0) -> dict:
+    return {"bucket": bucket, "records": records, "files": [], "counts": {"ingested": ingested},
+            "quality": {"checked": records, "out_of_range": out_of_range or {}, "anomalies": anomalies,
+                        "examples": ["t1: tempo = 900"] if out_of_range else []}}
+
+
+def test_checks_on_literal_manifests():
+    settings = QualitySettings(max_anomaly_ratio=0.05)
+    assert check([_entry(0), _entry(1)], settings, "x") == []
+    [failure] = check([_entry(0), _entry(1, out_of_range={"tempo": 1})], settings, "x")
+    assert "out of their documented ranges" in failure and "tempo = 900" in failure
+    assert "anomalous" in check([_entry(0, anomalies=11)], settings, "x")[0]
+    assert "ingested but" in check([_entry(0, ingested=99)], settings, "x")[0]
+    with pytest.raises(QualityGateError, match="nothing was published"):
+        enforce([_entry(0, anomalies=50)], settings, "analysis-full/2026-11-26")
+    enforce([_entry(0, anomalies=50)], QualitySettings(enabled=False), "x")  # disabled: passes
+
+
+def test_robust_z_flags_the_outlier_only():
+    stats = QualityStats(ANALYSIS_RANGES)
+    for n in range(50):
+        stats.observe(f"t{n}", {"duration": 200.0 + n, "loudness": -8.0 - n % 5, "tempo": 120.0}, 3.0 + n % 7 / 10)
+    stats.observe("long", {"duration": 36000.0, "loudness": -8.0, "tempo": 120.0}, 3.1)
+    assert stats.anomalies(z_threshold=8.0) == 1
+    stats.observe("bad", {"duration": 200.0, "loudness": 30.0, "tempo": -1.0, "key": 14}, 3.0)
+    assert stats.as_dict(8.0)["out_of_range"] == {"key": 1, "loudness": 1, "tempo": 1}
+
+
+@pytest.fixture
+def local_world(tmp_path):
+    sim = CatalogSimulation(seed=8, start_date=DATE, initial_tracks=40, segments=20, never_ratio=0.0,
+                            late_ratio=0.0, malformed_ratio=0.0, gzip_ratio=0.0)
+    source = tmp_path / "source"
+    seed_local_folder(str(source), sim, 0)
+    overrides = {"warehouse": {"root": f"file://{tmp_path / 'warehouse'}"}, "source": {"url": f"file://{source}"},
+                 "ingest": {"chunks": 2}}
+    with luigi_config(overrides):
+        wh = Warehouse.from_config()
+        write_metadata_dump(wh.layout, wh.storage, DATE, sim.day(0).rows)
+        yield wh, source, sim
+
+
+def test_a_dataset_with_an_impossible_tempo_is_not_published(local_world):
+    wh, source, sim = local_world
+    victim = sim.day(0).rows[3]["track_id"]
+    doc = orjson.loads((source / f"{victim}.json").read_bytes())
+    doc["track"]["tempo"] = 900.0
+    (source / f"{victim}.json").write_bytes(orjson.dumps(doc))
+    assert not run_luigi([IngestFullSnapshot(date=DATE)])
+    assert wh.complete_dates(layout.ANALYSIS_FULL) == [] and wh.complete_dates(layout.LEDGER) == []
+    try:
+        from pipeline.ingest.chunk import publish_analysis
+
+        publish_analysis(wh, layout.ANALYSIS_FULL, DATE, 2, QualitySettings())
+    except QualityGateError as exc:
+        assert f"{victim}: tempo = 900" in str(exc)
+    else:
+        pytest.fail("the gate let an impossible tempo through")
+
+
+def test_a_clean_dataset_passes_the_gate(local_world):
+    wh, _, _ = local_world
+    assert run_luigi([IngestFullSnapshot(date=DATE)])
+    manifest = wh.manifest(layout.ANALYSIS_FULL, DATE)
+    assert sum(b["quality"]["checked"] for b in manifest["bucket_manifests"].values()) == manifest["records"] == 40
