@@ -13,17 +13,16 @@ snapshot to keep from and every analysis in the state is computed.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from pipeline import layout
 from pipeline.attributes.maths import ALGORITHM_VERSION, compute
-from pipeline.formats import ATTRIBUTES
+from pipeline.formats import ATTRIBUTES, fingerprint
 from pipeline.formats.arrays import arrays
-from pipeline.formats.avro_io import RollingWriter
+from pipeline.formats.avro_raw import RawRollingWriter, read_raw
 from pipeline.ops.quality import ATTRIBUTE_RANGES, QualityStats, attribute_values
 from pipeline.snapshots.merge import merge_newest
 from pipeline.source.catalog import read_catalog_bucket
@@ -45,7 +44,7 @@ class BucketStats:
     def observe(self, record: dict) -> None:
         tempo = record.get("beat_tempo") or record.get("tempo")
         if tempo is not None:
-            i = int(np.searchsorted(TEMPO_EDGES, tempo, side="right")) - 1
+            i = bisect.bisect_right(TEMPO_EDGES, tempo) - 1
             self.tempo[min(max(i, 0), len(self.tempo) - 1)] += 1
         if record.get("key") is not None:
             self.keys[record["key"]] += 1
@@ -59,31 +58,43 @@ class BucketStats:
                             "key_histogram": self.keys, "mode_counts": self.modes}}
 
 
-def join_bucket(catalog_ids: Iterable[str], previous: Iterable[dict], analyses: Iterable[dict],
-                stats: BucketStats) -> Iterator[dict]:
-    """The attributes of every catalog track of a bucket that has an analysis, in id order."""
+def join_bucket(catalog_ids: Iterable[str], previous: Iterable[tuple[dict, bytes | None]],
+                analyses: Iterable[dict], stats: BucketStats) -> Iterator[tuple[dict, bytes | None]]:
+    """(attributes, encoded bytes if kept as they were) of every catalog track with an analysis, in id order.
+
+    ``previous`` yields yesterday's records with their encoded bytes (None when they cannot be
+    copied as is, e.g. written with another schema).
+    """
     prev_it, ana_it = iter(previous), iter(analyses)
     prev, ana = next(prev_it, None), next(ana_it, None)
     for track_id in catalog_ids:
-        while prev is not None and prev["track_id"] < track_id:
+        while prev is not None and prev[0]["track_id"] < track_id:
             stats.dropped += 1
             prev = next(prev_it, None)
         while ana is not None and ana["track_id"] < track_id:
             ana = next(ana_it, None)
-        have = prev if prev is not None and prev["track_id"] == track_id else None
+        have = prev if prev is not None and prev[0]["track_id"] == track_id else None
         new = ana if ana is not None and ana["track_id"] == track_id else None
-        if new is not None and (have is None or have["source_updated_at"] != new["source_updated_at"]):
+        if new is not None and (have is None or have[0]["source_updated_at"] != new["source_updated_at"]):
             stats.computed += 1
-            record = compute(arrays(new))
+            record, raw = compute(arrays(new)), None
         elif have is not None:
             stats.kept += 1
-            record = have
+            record, raw = have
         else:
             stats.without_analysis += 1
             continue
         stats.observe(record)
-        yield record
+        yield record, raw
     stats.dropped += sum(1 for _ in prev_it) + (prev is not None)
+
+
+def _previous(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[tuple[dict, bytes | None]]:
+    """Yesterday's records with their bytes, copyable when written with today's exact schema."""
+    current = fingerprint(ATTRIBUTES)
+    for url in wh.bucket_files(layout.ATTRIBUTES, date, bucket):
+        for record, raw, fp in read_raw(wh.storage, url):
+            yield record, (raw if fp == current else None)
 
 
 @dataclass(frozen=True)
@@ -105,16 +116,19 @@ class BucketTask:
 def build_bucket(wh: Warehouse, task: BucketTask) -> dict:
     """Write and commit one bucket of ``attributes/<date>`` in staging; returns its bucket manifest."""
     date, bucket = layout.parse_date(task.date), task.bucket
-    previous = wh.read_bucket(layout.ATTRIBUTES, layout.parse_date(task.previous), bucket) if task.previous else ()
+    previous = _previous(wh, layout.parse_date(task.previous), bucket) if task.previous else ()
     analyses = merge_newest([wh.read_bucket(ds, layout.parse_date(d), bucket) for ds, d in task.analysis_sets])
     catalog_ids = (row.track_id for row in read_catalog_bucket(wh, date, bucket))
     stats, quality = BucketStats(), QualityStats(ATTRIBUTE_RANGES)
     wh.clear_bucket(layout.ATTRIBUTES, date, bucket)
-    parts = RollingWriter(wh.storage, lambda p: wh.layout.part_url(layout.ATTRIBUTES, date, bucket, p), ATTRIBUTES,
-                          task.codec, task.records_per_part, f"{layout.ATTRIBUTES}/{task.date}")
+    parts = RawRollingWriter(wh.storage, lambda p: wh.layout.part_url(layout.ATTRIBUTES, date, bucket, p), ATTRIBUTES,
+                             task.codec, task.records_per_part, f"{layout.ATTRIBUTES}/{task.date}")
     try:
-        for record in join_bucket(catalog_ids, previous, analyses, stats):
-            parts.write(record)
+        for record, raw in join_bucket(catalog_ids, previous, analyses, stats):
+            if raw is None:
+                parts.write(record)
+            else:
+                parts.write_raw(raw)  # kept: yesterday's bytes, byte for byte
             quality.observe(record["track_id"], *attribute_values(record))
     except BaseException:
         parts.abort()

@@ -103,7 +103,7 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: np.ndarray) ->
 
 def _weighted_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Mean of rows of ``x`` (n,) or (n, k) weighted by ``w`` (n,); the weights must sum to > 0."""
-    return np.tensordot(w, x, axes=(0, 0)) / w.sum()
+    return (w @ x) / w.sum()  # same as tensordot over axis 0, without its Python overhead
 
 
 def _finite_or_none(value, cast):
