@@ -26,7 +26,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check pipeline tasks tests benchmarks
 
 bench: $(STAMP)           ## every benchmark; numbers go to docs/performance.md by hand
-	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/bench_*.py; do $(BIN)/python -m benchmarks.$$(basename $$b .py) || exit 1; done
+
+serve: $(STAMP)           ## the lookup API on 127.0.0.1:8090 for the snapshot published by PublishAttributes
+	$(BIN)/python -m pipeline.serving.api --port 8090
 
 scheduler: $(STAMP)       ## start luigid on 127.0.0.1:8082 (dashboard), state and logs in var/luigid
 	$(BIN)/python -m pipeline.ops.scheduler start

@@ -7,6 +7,7 @@ Run them the Luigi way from the repository root, e.g.::
 
 from tasks.attributes import DailyAttributes
 from tasks.ingest import CatalogSnapshot, IngestChunk, IngestFullSnapshot
+from tasks.serving import PublishAttributes
 from tasks.snapshots import (
     AnalysisSet,
     ApplyRetention,
@@ -17,4 +18,5 @@ from tasks.snapshots import (
 )
 
 __all__ = ["CatalogSnapshot", "IngestChunk", "IngestFullSnapshot", "AnalysisSet", "IncrementalChunk",
-           "IncrementalAnalysis", "CompactChunk", "CompactFullSnapshot", "ApplyRetention", "DailyAttributes"]
+           "IncrementalAnalysis", "CompactChunk", "CompactFullSnapshot", "ApplyRetention", "DailyAttributes",
+           "PublishAttributes"]

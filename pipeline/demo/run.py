@@ -58,7 +58,9 @@ class Demo:
             f"[ingest]\nchunks = {self.chunks}\nfailure_ratio = 0.05\n\n"
             "[compaction]\nevery_days = 3\n\n[retention]\nkeep_full = 2\n\n"
             f"[pipeline]\nstart_date = {layout.format_date(self.date(0))}\n\n"
-            "[resources]\ns3_ingest = 2\n")
+            "[resources]\ns3_ingest = 2\n\n"
+            f"[serving]\nstore = sqlite\nsqlite_path = {self.state / 'serving' / 'attributes.sqlite'}\n"
+            f"index_dir = {self.state / 'serving'}\n")
 
 
 def luigi_command(demo: Demo, task: str, *args: str) -> float:
@@ -139,6 +141,29 @@ def print_attributes(wh: Warehouse, date: dt.date) -> None:
         print(f"  (no real fixtures at {fixtures}: agreement figures skipped)")
 
 
+def query_service(demo: Demo, wh: Warehouse, date: dt.date) -> None:
+    """Start the lookup API on loopback over the published snapshot and ask it what a service would."""
+    import httpx
+
+    from pipeline.serving.api import running_service
+
+    serving = demo.state / "serving"
+    track_id = next(wh.read_bucket(layout.ATTRIBUTES, date, 0))["track_id"]
+    settings = {"store": "sqlite", "sqlite_path": serving / "attributes.sqlite"}
+    with running_service(settings, serving, demo.state / "lookup-api.log") as base:
+        print(f"\ndemo: lookup API on {base} (OpenAPI at {base}/docs)")
+        print(f"  GET /snapshot -> {httpx.get(f'{base}/snapshot').json()}")
+        attrs = httpx.get(f"{base}/tracks/{track_id}").json()
+        print(f"  GET /tracks/{track_id} -> tempo {attrs['attributes']['beat_tempo']:.1f}, "
+              f"key {attrs['attributes']['estimated_key']}, mode {attrs['attributes']['estimated_mode']}")
+        similar = httpx.get(f"{base}/tracks/{track_id}/similar", params={"k": 3, "same_key": "true"}).json()
+        print(f"  GET /tracks/{track_id}/similar?k=3&same_key=true -> "
+              + ", ".join(f"{s['track_id']} ({s['score']:.3f})" for s in similar["similar"]))
+        unknown, malformed = "0" * 22, "not-an-id"
+        print(f"  GET /tracks/{unknown} -> HTTP {httpx.get(f'{base}/tracks/{unknown}').status_code}; "
+              f"GET /tracks/{malformed} -> HTTP {httpx.get(f'{base}/tracks/{malformed}').status_code}")
+
+
 def _f(value, digits: int = 0) -> str:
     return "-" if value is None else (f"{value:.{digits}f}" if digits else str(value))
 
@@ -178,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         luigi_command(demo, "DailyAttributes", "--date", layout.format_date(LAST_DATE))
         print_attributes(wh, LAST_DATE)
         luigi_command(demo, "DailyAttributes", "--date", layout.format_date(LAST_DATE))  # a rerun: nothing to do
-    print("demo: S3 server stopped; done.")
+    luigi_command(demo, "PublishAttributes", "--date", layout.format_date(LAST_DATE))
+    query_service(demo, wh, LAST_DATE)
+    print("demo: S3 server and lookup service stopped; done.")
     return 0
 
 
