@@ -56,9 +56,12 @@ def absolute_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _os_error(exc: OSError, url: str, action: str) -> StorageError:
-    reason = {errno.ENOSPC: "disk full", errno.EACCES: "permission denied", errno.EROFS: "read-only filesystem",
-              errno.EDQUOT: "quota exceeded"}.get(exc.errno or 0, exc.strerror or str(exc))
+def os_error(exc: OSError, url: str, action: str) -> StorageError:
+    """A ``StorageError`` naming the URL and the cause in words an operator recognises."""
+    reason = {errno.ENOSPC: "disk full", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+              errno.EROFS: "read-only filesystem", errno.EDQUOT: "quota exceeded",
+              errno.EFBIG: "file too large (filesystem limit or ulimit -f)",
+              errno.ENOTDIR: "a path component is a file, not a folder"}.get(exc.errno or 0, exc.strerror or str(exc))
     return StorageError(f"cannot {action} {url}: {reason}")
 
 
@@ -113,7 +116,7 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise _os_error(exc, url, "list") from exc
+            raise os_error(exc, url, "list") from exc
 
     def list_files(self, url: str) -> list[str]:
         base = local_path(url)
@@ -130,7 +133,7 @@ class LocalStorage(Storage):
         try:
             return open(local_path(url), "rb")
         except OSError as exc:
-            raise _os_error(exc, url, "read") from exc
+            raise os_error(exc, url, "read") from exc
 
     @contextlib.contextmanager
     def atomic_writer(self, url: str) -> Iterator[BinaryIO]:
@@ -146,7 +149,7 @@ class LocalStorage(Storage):
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as exc:
-            raise _os_error(exc, url, "write") from exc
+            raise os_error(exc, url, "write") from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
@@ -166,7 +169,7 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise _os_error(exc, url, "remove") from exc
+            raise os_error(exc, url, "remove") from exc
 
     def move_tree(self, src: str, dst: str, last: str | None = None) -> None:
         # A directory rename is atomic on a local filesystem: the tree appears whole.
@@ -175,7 +178,7 @@ class LocalStorage(Storage):
             os.makedirs(os.path.dirname(dst_path), exist_ok=True)
             os.rename(local_path(src), dst_path)
         except OSError as exc:
-            raise _os_error(exc, dst, "publish") from exc
+            raise os_error(exc, dst, "publish") from exc
 
 
 class S3Storage(Storage):
@@ -184,6 +187,9 @@ class S3Storage(Storage):
     def __init__(self, endpoint_url: str | None = None, client=None):
         from luigi.contrib.s3 import S3Client
 
+        from pipeline.source.redact import redact_credentials_in_logs
+
+        redact_credentials_in_logs()
         kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}
         self.client = client or S3Client(**kwargs)
 

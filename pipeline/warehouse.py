@@ -124,8 +124,10 @@ class Warehouse:
         self.write_json(self.layout.manifest_url(dataset, date, staging=True), manifest)
         self.storage.write_bytes(self.layout.success_url(dataset, date, staging=True), b"")
         final = self.layout.date_url(dataset, date)
-        if self.storage.exists(final):  # a half-copied S3 publish or a stray folder: never complete
-            self.storage.remove(final)
+        if self.storage.exists(final):
+            if self.is_complete(dataset, date):  # another worker published it while this one verified
+                return self.manifest(dataset, date)
+            self.storage.remove(final)  # a half-copied S3 publish or a stray folder: never complete
         try:
             self.storage.move_tree(staging, final, last=layout.SUCCESS)
         except StorageError:

@@ -23,6 +23,7 @@ from pipeline.attributes.maths import ALGORITHM_VERSION, compute
 from pipeline.formats import ATTRIBUTES, fingerprint
 from pipeline.formats.arrays import arrays
 from pipeline.formats.avro_raw import RawRollingWriter, read_raw
+from pipeline.ingest.chunk import committed_bucket
 from pipeline.ops.quality import ATTRIBUTE_RANGES, QualityStats, attribute_values
 from pipeline.snapshots.merge import merge_newest
 from pipeline.source.catalog import read_catalog_bucket
@@ -116,6 +117,9 @@ class BucketTask:
 def build_bucket(wh: Warehouse, task: BucketTask) -> dict:
     """Write and commit one bucket of ``attributes/<date>`` in staging; returns its bucket manifest."""
     date, bucket = layout.parse_date(task.date), task.bucket
+    done = committed_bucket(wh, layout.ATTRIBUTES, date, bucket)  # by another worker: never clear it
+    if done is not None:
+        return done
     previous = _previous(wh, layout.parse_date(task.previous), bucket) if task.previous else ()
     analyses = merge_newest([wh.read_bucket(ds, layout.parse_date(d), bucket) for ds, d in task.analysis_sets])
     catalog_ids = (row.track_id for row in read_catalog_bucket(wh, date, bucket))

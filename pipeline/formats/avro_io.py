@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import fastavro
 from fastavro.write import Writer
 
-from pipeline.errors import CorruptFileError
+from pipeline.errors import CorruptFileError, PipelineError
 from pipeline.formats import schema
-from pipeline.storage import Storage
+from pipeline.storage import Storage, os_error
 
 SYNC_INTERVAL = 256 * 1024
 
@@ -28,15 +28,21 @@ def sync_marker(identity: str) -> bytes:
 
 
 class _CountingFile:
-    """Counts the bytes written through it (the Avro file size, without a stat afterwards)."""
+    """Counts the bytes written through it (the Avro file size, without a stat afterwards).
 
-    def __init__(self, raw):
-        self.raw = raw
+    A write that fails (disk full while a part streams) becomes a ``StorageError`` naming the file.
+    """
+
+    def __init__(self, raw, url: str = ""):
+        self.raw, self.url = raw, url
         self.bytes = 0
 
     def write(self, data) -> int:
         self.bytes += len(data)
-        return self.raw.write(data)
+        try:
+            return self.raw.write(data)
+        except OSError as exc:
+            raise os_error(exc, self.url, "write") from exc
 
     def flush(self) -> None:
         self.raw.flush()
@@ -58,7 +64,7 @@ def open_writer(storage: Storage, url: str, schema_name: str, codec: str = "snap
     """Yield ``write(record)``; the file appears atomically at ``url`` when the block exits cleanly."""
     info = FileInfo(url.rsplit("/", 1)[-1])
     with storage.atomic_writer(url) as raw:
-        out = _CountingFile(raw)
+        out = _CountingFile(raw, url)
         writer = Writer(out, schema(schema_name), codec=codec, sync_interval=SYNC_INTERVAL,
                         sync_marker=sync_marker(identity or info.name), options={"strict": True})
 
@@ -85,8 +91,10 @@ def read_records(storage: Storage, url: str) -> Iterator[dict]:
     try:
         with storage.open_read(url) as f:
             yield from fastavro.reader(f)
-    except (ValueError, EOFError, StopIteration, fastavro.read.SchemaResolutionError) as exc:
-        raise CorruptFileError(f"cannot decode Avro file {url}: {exc}") from exc
+    except (OSError, PipelineError):
+        raise
+    except Exception as exc:  # truncated blocks, bad codecs, garbage: whatever fastavro or cramjam raise
+        raise CorruptFileError(f"cannot decode Avro file {url}: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass

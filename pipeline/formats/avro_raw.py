@@ -18,10 +18,10 @@ import cramjam
 import fastavro
 from fastavro.write import Writer
 
-from pipeline.errors import CorruptFileError
+from pipeline.errors import CorruptFileError, PipelineError
 from pipeline.formats import schema, schema_fingerprint
 from pipeline.formats.avro_io import SYNC_INTERVAL, FileInfo, sync_marker
-from pipeline.storage import Storage
+from pipeline.storage import Storage, os_error
 
 
 def read_raw(storage: Storage, url: str) -> Iterator[tuple[dict, bytes, str]]:
@@ -40,8 +40,10 @@ def read_raw(storage: Storage, url: str) -> Iterator[tuple[dict, bytes, str]]:
                     record = fastavro.schemaless_reader(data, parsed, None)
                     yield record, bytes(view[start:data.tell()]), fp
                 del view
-    except (ValueError, EOFError) as exc:
-        raise CorruptFileError(f"cannot decode Avro file {url}: {exc}") from exc
+    except (OSError, PipelineError):
+        raise
+    except Exception as exc:  # truncated blocks, bad codecs, garbage: whatever fastavro or cramjam raise
+        raise CorruptFileError(f"cannot decode Avro file {url}: {type(exc).__name__}: {exc}") from exc
 
 
 def _long(n: int) -> bytes:
@@ -112,7 +114,7 @@ class RawRollingWriter:
             url = self.part_url(len(self.parts))
             self._stack = contextlib.ExitStack()
             raw = self._stack.enter_context(self.storage.atomic_writer(url))
-            self._counter = _Counted(raw)
+            self._counter = _Counted(raw, url)
             self._file = RawFileWriter(self._counter, self.schema_name, self.codec,
                                        f"{self.identity}/{url.rsplit('/', 1)[-1]}")
         return self._file
@@ -143,12 +145,15 @@ class RawRollingWriter:
 
 
 class _Counted:
-    def __init__(self, raw):
-        self.raw, self.bytes = raw, 0
+    def __init__(self, raw, url: str):
+        self.raw, self.url, self.bytes = raw, url, 0
 
     def write(self, data) -> int:
         self.bytes += len(data)
-        return self.raw.write(data)
+        try:
+            return self.raw.write(data)
+        except OSError as exc:
+            raise os_error(exc, self.url, "write") from exc
 
     def flush(self) -> None:
         self.raw.flush()

@@ -68,8 +68,8 @@ def process(source: Source, item: WorkItem, max_bytes: int) -> Result:
     if item.key_error:
         return Result(item, INVALID, reason=item.key_error, attempts=0)
     fetched = source.fetch(item.key)
-    if fetched.outcome == MISSING:
-        return Result(item, MISSING, reason=fetched.reason, attempts=fetched.attempts)
+    if fetched.outcome in (MISSING, INVALID):
+        return Result(item, fetched.outcome, reason=fetched.reason, attempts=fetched.attempts)
     if fetched.outcome != OK:
         return Result(item, FAILED, reason=fetched.reason, attempts=fetched.attempts,
                       connection_error=fetched.connection_error)

@@ -17,7 +17,7 @@ from pipeline import layout
 from pipeline.errors import QualityGateError
 from pipeline.formats import ANALYSIS
 from pipeline.formats.avro_io import RollingWriter, read_records
-from pipeline.ingest.chunk import BucketWriter, ChunkSettings, fetch, write_ledger_bucket
+from pipeline.ingest.chunk import BucketWriter, ChunkSettings, committed_bucket, fetch, write_ledger_bucket
 from pipeline.snapshots.incremental import DeltaPlan, delta_inputs, plan_delta
 from pipeline.snapshots.merge import MergeStats, keep_ids, merge_newest
 from pipeline.snapshots.retry import RetryPolicy
@@ -52,6 +52,9 @@ def _fetch_delta(wh: Warehouse, source: Source, date: dt.date, bucket: int, sett
 def compact_bucket(wh: Warehouse, source: Source, date: dt.date, bucket: int, settings: ChunkSettings,
                    policy: RetryPolicy, key_template: str, progress=None) -> dict:
     """Build and commit one bucket of the full snapshot of ``date`` by compaction."""
+    done = committed_bucket(wh, layout.ANALYSIS_FULL, date, bucket)  # by another worker: never redo it
+    if done is not None:
+        return done
     state = state_as_of(wh, date - dt.timedelta(days=1))
     with tempfile.TemporaryDirectory(prefix="compaction-") as scratch:
         delta_urls, details, ledger_rows = _fetch_delta(wh, source, date, bucket, settings, policy, key_template,
@@ -62,6 +65,8 @@ def compact_bucket(wh: Warehouse, source: Source, date: dt.date, bucket: int, se
         stats = MergeStats()
         catalog_ids = (row.track_id for row in read_catalog_bucket(wh, date, bucket))
         merged = keep_ids(merge_newest(streams, stats), catalog_ids, stats)
+        if (done := committed_bucket(wh, layout.ANALYSIS_FULL, date, bucket)) is not None:
+            return done  # committed by another worker while this one fetched the delta
         writer = BucketWriter(wh, layout.ANALYSIS_FULL, date, bucket, settings)
         try:
             for record in merged:

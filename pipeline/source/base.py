@@ -16,7 +16,7 @@ OK, MISSING, INVALID, FAILED = "ok", "missing", "invalid", "failed"
 class Fetched:
     """The result of fetching one document: a body, or why there is none."""
 
-    outcome: str  # OK | MISSING | FAILED
+    outcome: str  # OK | MISSING | INVALID (refused before reading) | FAILED
     body: bytes | None = None
     content_encoding: str | None = None
     reason: str = ""

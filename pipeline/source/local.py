@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.source.base import FAILED, MISSING, OK, Fetched, RequestStats, Source
+from pipeline.source.base import FAILED, INVALID, MISSING, OK, Fetched, RequestStats, Source
 
 
 class LocalSource(Source):
@@ -17,8 +17,10 @@ class LocalSource(Source):
 
     def fetch(self, key: str) -> Fetched:
         path = os.path.realpath(os.path.join(self.folder, key))
-        if os.path.commonpath([path, self.folder]) != self.folder:  # a symlink pointing outside
-            return Fetched(FAILED, reason=f"{key!r} resolves outside {self.folder}")
+        if os.path.commonpath([path, self.folder]) != self.folder:
+            # a symlink pointing outside: a fact about the source (like a key with ".."), not a transient
+            # failure, so it is ledgered as invalid and cannot fail the chunk's failure ratio day after day
+            return Fetched(INVALID, reason=f"{key!r} resolves outside {self.folder} (a symlink?)", attempts=0)
         self.stats.add(gets=1)
         try:
             with open(path, "rb") as f:

@@ -18,16 +18,22 @@ import botocore.exceptions as bx
 
 from pipeline.errors import SourceUnavailableError
 from pipeline.source.base import FAILED, MISSING, OK, Fetched, RequestStats, Source
+from pipeline.source.redact import redact_credentials_in_logs
 
 BODY_ERRORS = (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ReadTimeoutError, bx.ConnectionClosedError,
                bx.FlexibleChecksumError)
 CONNECT_ERRORS = (bx.EndpointConnectionError, bx.ConnectTimeoutError)
+# Raised by the request itself (before any body), after botocore's own retries: the endpoint took the
+# connection but never answered (hung server, black-holing proxy). Counted like a refused connection,
+# so a dead endpoint fails the chunk fast instead of timing out on every track of it.
+NO_ANSWER_ERRORS = (bx.ReadTimeoutError, bx.ConnectionClosedError, bx.ResponseStreamingError)
 MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
 
 def make_client(endpoint_url: str | None, region: str, pool: int, max_attempts: int, retry_mode: str,
                 connect_timeout: float, read_timeout: float):
-    """A boto3 S3 client with a pool as large as the download concurrency."""
+    """A boto3 S3 client with a pool as large as the download concurrency (and credentials kept out of logs)."""
+    redact_credentials_in_logs()
     config = botocore.config.Config(
         region_name=region, max_pool_connections=pool, connect_timeout=connect_timeout,
         read_timeout=read_timeout, retries={"total_max_attempts": max_attempts, "mode": retry_mode},
@@ -82,7 +88,6 @@ class S3Source(Source):
         for attempt in range(1, self.max_attempts + 1):
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=full_key)
-                body = response["Body"].read()
             except bx.ClientError as exc:
                 error = exc.response.get("Error", {})
                 code = str(error.get("Code", ""))
@@ -93,10 +98,14 @@ class S3Source(Source):
                                attempts=attempt)
             except CONNECT_ERRORS as exc:
                 return Fetched(FAILED, reason=f"cannot connect: {exc}", attempts=attempt, connection_error=True)
+            except NO_ANSWER_ERRORS as exc:
+                return Fetched(FAILED, reason=f"no answer: {exc}", attempts=attempt, connection_error=True)
             except bx.NoCredentialsError as exc:
                 raise SourceUnavailableError(
                     f"no AWS credentials for {self.describe()}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
                     "AWS_SECRET_ACCESS_KEY, or run where an instance role applies") from exc
+            try:
+                body = response["Body"].read()
             except BODY_ERRORS as exc:
                 # truncated, timed out mid-read, reset, or failing its checksum: fetch it again
                 reason = f"unreadable body: {type(exc).__name__}"
