@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from pipeline.errors import SourceUnavailableError
+from pipeline.ops.processes import free_port, stop_process
 
 HOST = "127.0.0.1"
 PID_FILE, ENDPOINT_FILE, LOG_FILE = "s3server.pid", "endpoint", "s3server.log"
@@ -35,11 +35,6 @@ PID_FILE, ENDPOINT_FILE, LOG_FILE = "s3server.pid", "endpoint", "s3server.log"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def free_port() -> int:
-    """A TCP port free on loopback right now (the OS picks it; a tiny race with other binders remains)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def fake_credentials_env() -> dict[str, str]:
@@ -106,13 +101,7 @@ def _wait_ready(endpoint: str, proc: subprocess.Popen, log_path: str, timeout: f
 
 
 def _terminate(proc: subprocess.Popen, grace: float) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, grace)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ def sync_marker(identity: str) -> bytes:
     return hashlib.md5(identity.encode("utf-8"), usedforsecurity=False).digest()
 
 
-class _CountingFile:
+class CountingFile:
     """Counts the bytes written through it (the Avro file size, without a stat afterwards).
 
     A write that fails (disk full while a part streams) becomes a ``StorageError`` naming the file.
@@ -64,7 +64,7 @@ def open_writer(storage: Storage, url: str, schema_name: str, codec: str = "snap
     """Yield ``write(record)``; the file appears atomically at ``url`` when the block exits cleanly."""
     info = FileInfo(url.rsplit("/", 1)[-1])
     with storage.atomic_writer(url) as raw:
-        out = _CountingFile(raw, url)
+        out = CountingFile(raw, url)
         writer = Writer(out, schema(schema_name), codec=codec, sync_interval=SYNC_INTERVAL,
                         sync_marker=sync_marker(identity or info.name), options={"strict": True})
 

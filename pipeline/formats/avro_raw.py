@@ -20,8 +20,8 @@ from fastavro.write import Writer
 
 from pipeline.errors import CorruptFileError, PipelineError
 from pipeline.formats import schema, schema_fingerprint
-from pipeline.formats.avro_io import SYNC_INTERVAL, FileInfo, sync_marker
-from pipeline.storage import Storage, os_error
+from pipeline.formats.avro_io import SYNC_INTERVAL, CountingFile, FileInfo, sync_marker
+from pipeline.storage import Storage
 
 
 def read_raw(storage: Storage, url: str) -> Iterator[tuple[dict, bytes, str]]:
@@ -114,7 +114,7 @@ class RawRollingWriter:
             url = self.part_url(len(self.parts))
             self._stack = contextlib.ExitStack()
             raw = self._stack.enter_context(self.storage.atomic_writer(url))
-            self._counter = _Counted(raw, url)
+            self._counter = CountingFile(raw, url)
             self._file = RawFileWriter(self._counter, self.schema_name, self.codec,
                                        f"{self.identity}/{url.rsplit('/', 1)[-1]}")
         return self._file
@@ -142,21 +142,3 @@ class RawRollingWriter:
             with contextlib.suppress(Exception):
                 self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
             self._stack = self._file = None
-
-
-class _Counted:
-    def __init__(self, raw, url: str):
-        self.raw, self.url, self.bytes = raw, url, 0
-
-    def write(self, data) -> int:
-        self.bytes += len(data)
-        try:
-            return self.raw.write(data)
-        except OSError as exc:
-            raise os_error(exc, self.url, "write") from exc
-
-    def flush(self) -> None:
-        self.raw.flush()
-
-    def seekable(self) -> bool:
-        return False

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.ops.processes import free_port
 
 DEFAULT_PORT = 8082
 DEFAULT_STATE_DIR = "var/luigid"
@@ -273,11 +274,6 @@ def stop(state_dir: str | os.PathLike = DEFAULT_STATE_DIR, timeout: float = 15.0
     return stopped
 
 
-def free_port() -> int:
-    """A currently free TCP port on loopback (the OS picks it; another process could take it later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

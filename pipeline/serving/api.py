@@ -156,7 +156,7 @@ def running_service(settings: dict[str, object], index_dir: str | Path, log: str
     """
     import httpx
 
-    from pipeline.serving.redis_server import free_port
+    from pipeline.ops.processes import free_port, stop_process
 
     port = free_port()
     args = ["--port", str(port), "--index-dir", str(index_dir)]
@@ -174,12 +174,7 @@ def running_service(settings: dict[str, object], index_dir: str | Path, log: str
             time.sleep(0.05)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _answers(httpx, url: str) -> bool:

@@ -16,13 +16,13 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.ops.processes import free_port, stop_process
 from pipeline.serving.errors import ConfigError, StoreUnavailableError
 
 ENV_BINARY = "ECHONEST_REDIS_SERVER"
@@ -47,11 +47,6 @@ def redis_server_binary() -> str:
                       f"apt-get install redis-server, or set ${ENV_BINARY}")
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_command(binary: str, port: int, workdir: Path) -> list[str]:
@@ -80,12 +75,7 @@ def _wait_ready(proc: subprocess.Popen, port: int, timeout: float) -> bool:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
 
 
 @contextlib.contextmanager
