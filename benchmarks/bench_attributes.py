@@ -36,6 +36,7 @@ from pipeline.warehouse import Warehouse
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "echonest-real"
 BUCKETS = 4
+REPEATS = 3
 
 
 def per_track_speed(bodies: list[bytes]) -> dict:
@@ -86,15 +87,25 @@ def daily_vs_full(tracks: int, segments: int) -> dict:
             _catalogs_for(wh, [(DATE, [layout.ANALYSIS_FULL]), (day1, [layout.ANALYSIS_FULL,
                                                                        layout.ANALYSIS_INCREMENTAL])])
             build_snapshot(wh, DATE, BUCKETS, DATE)
-            with timer() as daily:
-                manifest = build_snapshot(wh, day1, BUCKETS, DATE)
-            wh.remove_date(layout.ATTRIBUTES, day1)
-            with timer() as full:  # the same day built as if its chain started there: every track computed
-                recomputed = build_snapshot(wh, day1, BUCKETS, day1)
-            mode = recomputed["mode"]
+            daily, manifest = _best_of(REPEATS, wh, day1, lambda: build_snapshot(wh, day1, BUCKETS, DATE))
+            # the same day built as if its chain started there: every track computed
+            full, recomputed = _best_of(REPEATS, wh, day1, lambda: build_snapshot(wh, day1, BUCKETS, day1))
+    assert manifest["mode"] == "incremental" and recomputed["mode"] == "full"
+    assert manifest["records"] == recomputed["records"]
     return {"tracks": tracks + tracks // 100, "computed_daily": manifest["counts"]["computed"],
-            "kept_daily": manifest["counts"]["kept"], "daily_s": daily["seconds"], "full_recompute_s": full["seconds"],
-            "full_mode": mode, "ratio": daily["seconds"] / full["seconds"]}
+            "kept_daily": manifest["counts"]["kept"], "repeats": REPEATS, "daily_s": daily,
+            "full_recompute_s": full, "ratio": daily / full}
+
+
+def _best_of(n: int, wh: Warehouse, date: dt.date, build) -> tuple[float, dict]:
+    """Fastest of ``n`` builds of the same date (unpublished before each): this machine is shared and noisy."""
+    best, manifest = float("inf"), None
+    for _ in range(n):
+        wh.remove_date(layout.ATTRIBUTES, date)
+        with timer() as t:
+            manifest = build()
+        best = min(best, t["seconds"])
+    return best, manifest
 
 
 def _catalogs_for(wh: Warehouse, days: list[tuple[dt.date, list[str]]]) -> None:

@@ -4,6 +4,7 @@
 
     <root>/<project>/<dataset>/<YYYY-MM-DD>/part-<bucket>-<part>.avro   data, sorted by track id
     <root>/<project>/<dataset>/<YYYY-MM-DD>/_index/ids-<bucket>.avro    compact id index (analysis sets)
+    <root>/<project>/<dataset>/<YYYY-MM-DD>/_index/records-<bucket>.avro  record index (attributes)
     <root>/<project>/<dataset>/<YYYY-MM-DD>/_buckets/<bucket>.json      per-bucket manifest (chunk commit)
     <root>/<project>/<dataset>/<YYYY-MM-DD>/_manifest.json              dataset manifest
     <root>/<project>/<dataset>/<YYYY-MM-DD>/_SUCCESS                    written last
@@ -104,6 +105,12 @@ class Layout:
 
     def index_url(self, dataset: str, date: dt.date, bucket: int, staging: bool = True) -> str:
         return storage.join(self.date_url(dataset, date, staging), self.index_name(bucket))
+
+    def record_index_name(self, bucket: int) -> str:
+        return f"_index/records-{bucket_name(bucket)}.avro"
+
+    def record_index_url(self, dataset: str, date: dt.date, bucket: int, staging: bool = True) -> str:
+        return storage.join(self.date_url(dataset, date, staging), self.record_index_name(bucket))
 
     def retention_log_url(self, date: dt.date) -> str:
         """Where the retention run after ``date`` logs what it deleted and freed."""

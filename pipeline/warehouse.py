@@ -91,6 +91,7 @@ class Warehouse:
             if name.startswith(prefix):
                 self.storage.remove(join(staging, name))
         self.storage.remove(self.layout.index_url(dataset, date, bucket))
+        self.storage.remove(self.layout.record_index_url(dataset, date, bucket))
         self.storage.remove(self.layout.bucket_manifest_url(dataset, date, bucket))
 
     def commit_bucket(self, dataset: str, date: dt.date, bucket: int, info: dict) -> None:

@@ -3,6 +3,7 @@ with an analysis, yesterday's records kept byte for byte, new ones equal to the 
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import io
 
@@ -11,6 +12,7 @@ import luigi
 from luigi.tools.range import RangeDaily
 
 from pipeline import layout
+from pipeline.attributes.daily import _previous
 from pipeline.attributes.maths import compute
 from pipeline.formats import schema
 from pipeline.formats.arrays import arrays
@@ -92,3 +94,22 @@ def test_bulk_complete_uses_one_listing(three_weeks, monkeypatch):
     complete = DailyAttributes.bulk_complete.__func__(DailyAttributes, dates)
     assert set(complete) == expected and len(calls) == 1
     assert luigi.task.Task.bulk_complete is not DailyAttributes.bulk_complete
+
+
+def test_yesterday_read_through_its_record_index_equals_yesterday_decoded(three_weeks, monkeypatch):
+    """The index path (no decoding) and the decoding path (dates written before record indexes) agree."""
+    wh, _, _, history, _ = three_weeks
+    date = SIM_START + dt.timedelta(days=SIM_DAYS - 2)
+    manifest = wh.manifest(layout.ATTRIBUTES, date)
+    buckets = manifest["buckets"]
+    indexed = [list(_previous(wh, date, b)) for b in range(buckets)]
+    assert all(e.get("record_index") for e in manifest["bucket_manifests"].values())
+    assert all(p.record is None for ps in indexed for p in ps), "the index path must not decode"
+    legacy = copy.deepcopy(manifest)
+    for entry in legacy["bucket_manifests"].values():
+        del entry["record_index"]
+    monkeypatch.setattr(type(wh), "manifest", lambda self, dataset, d: legacy)
+    decoded = [list(_previous(wh, date, b)) for b in range(buckets)]
+    assert sum(map(len, decoded)) == manifest["records"] > 0
+    strip = [[(p.track_id, p.source_updated_at, p.raw, p.row) for p in ps] for ps in decoded]
+    assert strip == [[tuple(p[:4]) for p in ps] for ps in indexed]

@@ -18,8 +18,9 @@ import os
 import tempfile
 
 from pipeline import layout
-from pipeline.attributes.daily import BucketTask, combine_summaries, yesterday
+from pipeline.attributes.daily import BucketTask, yesterday
 from pipeline.attributes.maths import ALGORITHM_VERSION
+from pipeline.attributes.summary import combine_summaries
 from pipeline.formats import ATTRIBUTES, fingerprint
 from pipeline.ops.quality import QualitySettings, enforce
 from pipeline.snapshots.schedule import analysis_set, state_as_of

@@ -16,6 +16,7 @@ CATALOG = "catalog"
 LEDGER = "ledger"
 IDS = "ids"
 ATTRIBUTES = "attributes"
+RECORD_INDEX = "record_index"
 
 
 @functools.cache

@@ -77,17 +77,20 @@ class RawFileWriter:
         Writer(out, self.parsed, codec=codec, sync_marker=self.sync)  # writes the header only
         self.block, self.count, self.info = io.BytesIO(), 0, FileInfo(identity.rsplit("/", 1)[-1])
 
-    def write_raw(self, encoded: bytes) -> None:
+    def write_raw(self, encoded: bytes) -> int:
+        """Append one encoded record; returns its size."""
         self.block.write(encoded)
         self.count += 1
         self.info.records += 1
         if self.block.tell() >= SYNC_INTERVAL:
             self.flush()
+        return len(encoded)
 
-    def write(self, record: dict) -> None:
+    def write(self, record: dict) -> int:
+        """Encode (strictly) and append one record; returns its encoded size."""
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, self.parsed, record, strict=True)
-        self.write_raw(buf.getvalue())
+        return self.write_raw(buf.getvalue())
 
     def flush(self) -> None:
         if self.count:
@@ -100,9 +103,10 @@ class RawRollingWriter:
     """Like ``RollingWriter``, for a mix of copied (``write_raw``) and new (``write``) records."""
 
     def __init__(self, storage: Storage, part_url: Callable[[int], str], schema_name: str, codec: str,
-                 records_per_part: int, identity: str):
+                 records_per_part: int, identity: str, on_part: Callable[[FileInfo], None] | None = None):
         self.storage, self.part_url, self.schema_name = storage, part_url, schema_name
         self.codec, self.records_per_part, self.identity = codec, records_per_part, identity
+        self.on_part = on_part  # called with each part once it is in place
         self.parts: list[FileInfo] = []
         self._stack: contextlib.ExitStack | None = None
         self._file: RawFileWriter | None = None
@@ -119,11 +123,11 @@ class RawRollingWriter:
                                        f"{self.identity}/{url.rsplit('/', 1)[-1]}")
         return self._file
 
-    def write_raw(self, encoded: bytes) -> None:
-        self._current().write_raw(encoded)
+    def write_raw(self, encoded: bytes) -> int:
+        return self._current().write_raw(encoded)
 
-    def write(self, record: dict) -> None:
-        self._current().write(record)
+    def write(self, record: dict) -> int:
+        return self._current().write(record)
 
     def _finish(self) -> None:
         if self._file is not None:
@@ -132,6 +136,8 @@ class RawRollingWriter:
             self._stack.close()
             self.parts.append(self._file.info)
             self._stack = self._file = None
+            if self.on_part is not None:
+                self.on_part(self.parts[-1])
 
     def close(self) -> list[FileInfo]:
         self._finish()

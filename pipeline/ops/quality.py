@@ -16,6 +16,7 @@ A failing gate raises ``QualityGateError`` listing every failed check; nothing i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +55,7 @@ class QualityStats:
     out_of_range: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
     _features: list[tuple[float, float, float]] = field(default_factory=list)
+    _feature_blocks: list[np.ndarray] = field(default_factory=list)
 
     def observe(self, track_id: str, values: dict, segment_rate: float | None) -> None:
         self.checked += 1
@@ -67,10 +69,38 @@ class QualityStats:
         if duration is not None and loudness is not None and segment_rate is not None:
             self._features.append((duration, segment_rate, loudness))
 
+    def observe_columns(self, track_ids: Sequence[str], values: dict[str, np.ndarray],
+                        segment_rate: np.ndarray) -> None:
+        """``observe`` for many records at once: one float column per name, NaN meaning null.
+
+        A value that must be flagged although it is not a number (a NaN in a record) has to
+        reach this method as an infinity: NaN here is how a null is spelled.
+        """
+        self.checked += len(track_ids)
+        for name, (low, high) in self.ranges.items():
+            column = values.get(name)
+            if column is None:
+                continue
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isnan(column) & ~((column >= low) & (column <= high))
+            count = int(bad.sum())
+            if count:
+                self.out_of_range[name] = self.out_of_range.get(name, 0) + count
+                for i in np.flatnonzero(bad)[:max(0, 10 - len(self.examples))]:
+                    self.examples.append(f"{track_ids[i]}: {name} = {column[i]:g}")
+        duration, loudness = values.get("duration"), values.get("loudness")
+        if duration is not None and loudness is not None:
+            x = np.column_stack([duration, segment_rate, loudness]).astype(np.float64, copy=False)
+            self._feature_blocks.append(x[~np.isnan(x).any(axis=1)])
+
+    def _feature_matrix(self) -> np.ndarray:
+        blocks = [np.asarray(self._features, dtype=np.float64).reshape(-1, 3), *self._feature_blocks]
+        return np.concatenate(blocks)
+
     def anomalies(self, z_threshold: float) -> int:
-        if len(self._features) < MIN_FOR_ANOMALIES:
+        x = self._feature_matrix()
+        if len(x) < MIN_FOR_ANOMALIES:
             return 0
-        x = np.asarray(self._features, dtype=np.float64)
         median = np.median(x, axis=0)
         mad = np.median(np.abs(x - median), axis=0) * 1.4826  # MAD scaled to a normal sigma
         mad[mad == 0] = np.inf  # a constant feature flags nothing

@@ -1,0 +1,118 @@
+"""Record indexes: records copied by their index equal the originals byte for byte; a wrong index is named."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import avro.datafile
+import avro.io
+import fastavro
+import numpy as np
+import pytest
+
+from pipeline.errors import CorruptFileError
+from pipeline.formats import schema
+from pipeline.formats.avro_io import read_records
+from pipeline.formats.record_index import IndexedPartsWriter, copyable, read_entries, read_index
+from pipeline.storage import LocalStorage
+
+FIELDS = ("updated", "spare")
+
+
+def _records(n: int) -> list[dict]:
+    return [{"track_id": f"{i:022d}", "source_updated_at": None if i % 7 == 0 else i * 1000} for i in range(n)]
+
+
+def _row(record: dict) -> list[float]:
+    updated = record["source_updated_at"]
+    return [math.nan if updated is None else float(updated), 0.5]
+
+
+def _encoded(record: dict) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, schema("ids"), record, strict=True)
+    return out.getvalue()
+
+
+def _write(tmp_path, records, codec="snappy", per_part=1200, raw_from=0):
+    storage = LocalStorage()
+    writer = IndexedPartsWriter(storage, lambda p: f"file://{tmp_path}/part-{p}.avro", f"file://{tmp_path}/index.avro",
+                                "ids", codec, per_part, "test/ids", FIELDS)
+    for i, record in enumerate(records):
+        if i >= raw_from:
+            writer.write_raw(_encoded(record), record["track_id"], record["source_updated_at"], _row(record))
+        else:
+            writer.write(record, _row(record))
+    return storage, writer.close()
+
+
+def _entries(storage, tmp_path):
+    for part in read_index(storage, f"file://{tmp_path}/index.avro"):
+        yield from read_entries(storage, f"file://{tmp_path}/{part['part']}", part)
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate", "snappy"])
+def test_indexed_records_come_back_with_their_exact_bytes(tmp_path, codec):
+    records = _records(3000)
+    storage, parts = _write(tmp_path, records, codec, raw_from=1000)  # encoded here, then copied
+    assert [p.records for p in parts] == [1200, 1200, 600]
+    entries = list(_entries(storage, tmp_path))
+    assert [e.raw for e in entries] == [_encoded(r) for r in records]
+    assert [(e.track_id, e.source_updated_at) for e in entries] == [(r["track_id"], r["source_updated_at"])
+                                                                   for r in records]
+    np.testing.assert_array_equal(np.array([e.row for e in entries]), np.array([_row(r) for r in records]))
+    with open(tmp_path / "part-1.avro", "rb") as f, avro.datafile.DataFileReader(f, avro.io.DatumReader()) as reader:
+        assert list(reader) == records[1200:2400]  # the parts stay plain Avro for every other reader
+    index = list(read_records(storage, f"file://{tmp_path}/index.avro"))
+    assert [p["part"] for p in index] == ["part-0.avro", "part-1.avro", "part-2.avro"]
+    assert all(copyable(p, "ids", FIELDS) for p in index)
+    assert not copyable(index[0], "attributes", FIELDS) and not copyable(index[0], "ids", FIELDS[:1])
+
+
+def test_an_empty_bucket_has_an_empty_index(tmp_path):
+    storage, parts = _write(tmp_path, [])
+    assert parts == [] and list(_entries(storage, tmp_path)) == []
+
+
+def test_an_index_that_does_not_match_its_part_is_named(tmp_path):
+    records = _records(500)
+    storage, _ = _write(tmp_path, records)
+    part = next(read_index(storage, f"file://{tmp_path}/index.avro"))
+    url = f"file://{tmp_path}/part-0.avro"
+    shifted = {**part, "lengths": [part["lengths"][0] + 1, *part["lengths"][1:]]}
+    with pytest.raises(CorruptFileError, match="part-0.avro"):
+        list(read_entries(storage, url, shifted))
+    short = {**part, **{k: part[k][:-1] for k in ("track_ids", "source_updated_at", "lengths")},
+             "values": part["values"][:-16]}
+    with pytest.raises(CorruptFileError, match="part-0.avro"):
+        list(read_entries(storage, url, short))
+    ragged = {**part, "track_ids": part["track_ids"][:-1]}
+    with pytest.raises(CorruptFileError, match="different lengths"):
+        list(read_entries(storage, url, ragged))
+
+
+def test_a_truncated_part_is_named(tmp_path):
+    storage, _ = _write(tmp_path, _records(5000), per_part=5000)
+    part = next(read_index(storage, f"file://{tmp_path}/index.avro"))
+    path = tmp_path / "part-0.avro"
+    path.write_bytes(path.read_bytes()[:-300])
+    with pytest.raises(CorruptFileError, match="part-0.avro"):
+        list(read_entries(storage, f"file://{path}", part))
+
+
+def test_a_row_of_the_wrong_width_is_refused(tmp_path):
+    writer = IndexedPartsWriter(LocalStorage(), lambda p: f"file://{tmp_path}/p-{p}.avro", f"file://{tmp_path}/i.avro",
+                                "ids", "null", 10, "t", FIELDS)
+    with pytest.raises(ValueError, match="expected 2"):
+        writer.write(_records(1)[0], [1.0])
+    writer.abort()
+    assert not list(tmp_path.glob("*.avro"))  # nothing half-written became visible
+
+
+def test_index_files_are_plain_avro(tmp_path):
+    _write(tmp_path, _records(10))
+    with open(tmp_path / "index.avro", "rb") as f, avro.datafile.DataFileReader(f, avro.io.DatumReader()) as reader:
+        (entry,) = list(reader)
+    assert entry["track_ids"] == [r["track_id"] for r in _records(10)]
+    assert np.frombuffer(entry["values"], "<f8").reshape(-1, 2)[:, 1].tolist() == [0.5] * 10
