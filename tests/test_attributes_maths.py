@@ -42,7 +42,7 @@ def make(durations=(1.0, 1.0), beats=(0.0, 0.5, 1.0, 1.5), pitches=None, timbre=
     f4 = np.zeros(n, dtype=np.float32)
     default_pitches = np.tile(kk_profile(2, 1) / 6.35, (n, 1))  # D major
     return AnalysisArrays(
-        track_id=TID, summary=dict(SUMMARY) if summary is None else summary, sections=list(sections),
+        track_id=TID, summary=dict(SUMMARY) if summary is None else summary, section_count=len(sections),
         bars_start=np.asarray(beats, dtype=np.float64)[::4], beats_start=np.asarray(beats, dtype=np.float64),
         beats_confidence=np.ones(len(beats), dtype=np.float32), tatums_start=np.empty(0),
         seg_start=start, seg_duration=d, seg_confidence=f4, seg_loudness_start=f4, seg_loudness_max_time=f4,
@@ -92,6 +92,26 @@ def test_beat_tempo_is_60_over_median_interval_and_stability_is_one_minus_cv():
     assert rec["tempo_stability"] == pytest.approx(1 - ibi.std() / ibi.mean())
 
 
+@pytest.mark.parametrize("n", [2, 3, 4, 51, 500, 501])
+def test_beat_statistics_equal_numpy_median_and_std_exactly(n):
+    """The hand-rolled median and standard deviation (cheaper per track) are numpy's, bit for bit."""
+    beats = np.cumsum(np.random.default_rng(n).uniform(0.3, 0.7, n + 1))
+    rec = compute(make(beats=beats))
+    ibi = np.diff(beats)
+    assert rec["beat_tempo"] == float(60.0 / np.median(ibi))
+    assert rec["tempo_stability"] == float(np.clip(1.0 - ibi.std() / ibi.mean(), 0.0, 1.0))
+
+
+def test_weighted_quantiles_of_float32_loudness_equal_those_of_its_float64_copy():
+    """The maths sorts the stored float32 loudness (faster); ties (three decimals) must not move the result."""
+    rng = np.random.default_rng(2)
+    loud32 = np.round(rng.normal(-12, 4, 900), 1).astype(np.float32)  # many ties
+    weights = rng.uniform(0.05, 2.0, 900)
+    q = np.array([0.05, 0.95])
+    assert weighted_quantile(loud32, weights, q).tolist() == \
+        weighted_quantile(loud32.astype(np.float64), weights, q).tolist()
+
+
 def test_beats_are_sorted_and_duplicates_ignored():
     rec = compute(make(beats=(1.5, 0.0, 1.0, 1.0, 0.5)))
     assert rec["beat_tempo"] == pytest.approx(120.0)
@@ -117,12 +137,15 @@ def test_profile_matrix_rows_are_rotations():
         assert PROFILES[name].shape == (24, 12)
 
 
-def test_key_correlations_batch_equals_per_vector():
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_key_correlations_batch_equals_per_vector(name):
     chroma = np.random.default_rng(1).uniform(0, 1, (5, 12))
-    batch = key_correlations(chroma)
+    batch = key_correlations(chroma, PROFILES[name])
     assert batch.shape == (5, 24)
     for row, r in zip(chroma, batch, strict=True):
-        assert np.allclose(r, [np.corrcoef(row, p)[0, 1] for p in PROFILES["krumhansl"]])
+        assert np.allclose(r, [np.corrcoef(row, p)[0, 1] for p in PROFILES[name]])
+    custom = PROFILES[name][::-1].copy()  # profiles the module has not prepared in advance
+    assert np.allclose(key_correlations(chroma, custom), batch[:, ::-1])
 
 
 def test_chroma_profile_is_duration_weighted_and_max_normalised():

@@ -42,6 +42,7 @@ AARDEN_MINOR = np.array([18.2648, 0.737619, 14.0499, 16.8599, 0.702494, 14.4362,
 
 # Loudness dynamic range: the spread between these duration-weighted percentiles of loudness_max.
 RANGE_LOW, RANGE_HIGH = 0.05, 0.95
+_RANGE_QUANTILES = np.array([RANGE_LOW, RANGE_HIGH])
 _TINY = 1e-12
 
 
@@ -63,6 +64,15 @@ PROFILES = {
 DEFAULT_PROFILE = "krumhansl"
 
 
+def _unit_rows(profiles: np.ndarray) -> np.ndarray:
+    """Profiles centred and scaled to unit length, so a dot product with a centred chroma is a correlation."""
+    p = profiles - profiles.mean(axis=1, keepdims=True)
+    return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+
+_UNIT_PROFILES = {id(p): _unit_rows(p) for p in PROFILES.values()}  # once, not per track
+
+
 def key_correlations(chroma: np.ndarray, profiles: np.ndarray = PROFILES[DEFAULT_PROFILE]) -> np.ndarray:
     """Pearson correlation of chroma vector(s) with each of the 24 key profiles.
 
@@ -77,16 +87,18 @@ def key_correlations(chroma: np.ndarray, profiles: np.ndarray = PROFILES[DEFAULT
     """
     c = np.asarray(chroma, dtype=np.float64)
     c = c - c.mean(axis=-1, keepdims=True)
-    p = profiles - profiles.mean(axis=1, keepdims=True)
-    p = p / np.linalg.norm(p, axis=1, keepdims=True)
-    norm = np.linalg.norm(c, axis=-1, keepdims=True)
+    p = _UNIT_PROFILES[id(profiles)] if id(profiles) in _UNIT_PROFILES else _unit_rows(profiles)
+    norm = np.sqrt(np.add.reduce(c * c, axis=-1, keepdims=True))  # numpy.linalg.norm's sum, without its overhead
     with np.errstate(invalid="ignore", divide="ignore"):
         return (c @ p.T) / norm
 
 
 def chroma_is_flat(chroma: np.ndarray) -> bool:
     """True when a chroma vector has (numerically) no variance, so no key can be correlated with it."""
-    return bool(np.ptp(chroma) <= _TINY * max(1.0, float(np.abs(chroma).max(initial=0.0))))
+    if chroma.size == 0:
+        return True
+    low, high = float(chroma.min()), float(chroma.max())
+    return high - low <= _TINY * max(1.0, abs(low), abs(high))
 
 
 def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -101,9 +113,9 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: np.ndarray) ->
     return np.interp(q, cdf, v)
 
 
-def _weighted_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Mean of rows of ``x`` (n,) or (n, k) weighted by ``w`` (n,); the weights must sum to > 0."""
-    return (w @ x) / w.sum()  # same as tensordot over axis 0, without its Python overhead
+def _weighted_mean(x: np.ndarray, w: np.ndarray, total: float) -> np.ndarray:
+    """Mean of rows of ``x`` (n,) or (n, k) weighted by ``w`` (n,), whose sum ``total`` must be > 0."""
+    return (w @ x) / total  # same as tensordot over axis 0, without its Python overhead
 
 
 def _finite_or_none(value, cast):
@@ -148,12 +160,24 @@ def beat_fields(beats_start: np.ndarray, reasons: dict[str, str]) -> dict:
     if ibi.size < 1:
         reasons["beat_tempo"] = "fewer than 2 distinct beats"
     else:
-        out["beat_tempo"] = float(60.0 / np.median(ibi))
+        out["beat_tempo"] = float(60.0 / _median(ibi))
     if ibi.size < 2:
         reasons["tempo_stability"] = "fewer than 3 distinct beats (needs 2 inter-beat intervals)"
     else:
-        out["tempo_stability"] = float(np.clip(1.0 - ibi.std() / ibi.mean(), 0.0, 1.0))
+        mean = float(ibi.sum() / ibi.size)
+        deviation = ibi - mean
+        std = math.sqrt(float((deviation * deviation).sum()) / ibi.size)  # numpy's std, without its overhead
+        out["tempo_stability"] = min(max(1.0 - std / mean, 0.0), 1.0)
     return out
+
+
+def _median(x: np.ndarray) -> float:
+    """``numpy.median`` of a non-empty 1-D array (same partition, same result), at a third of its cost."""
+    half = x.size // 2
+    if x.size % 2:
+        return float(np.partition(x, half)[half])
+    part = np.partition(x, (half - 1, half))
+    return float((part[half - 1] + part[half]) / 2)
 
 
 def segment_weights(a: AnalysisArrays) -> np.ndarray:
@@ -181,14 +205,14 @@ def key_fields(chroma: np.ndarray | None, profiles: np.ndarray, reasons: dict[st
     r = key_correlations(chroma, profiles)
     best = int(np.argmax(r))
     return {"estimated_key": best % 12, "estimated_mode": 1 if best < 12 else 0,
-            "key_estimate_confidence": float(np.clip(r[best], 0.0, 1.0))}
+            "key_estimate_confidence": min(max(float(r[best]), 0.0), 1.0)}
 
 
-def mean_chroma(a: AnalysisArrays, w: np.ndarray) -> tuple[np.ndarray | None, str]:
+def mean_chroma(a: AnalysisArrays, w: np.ndarray, total: float) -> tuple[np.ndarray | None, str]:
     """Duration-weighted mean pitch vector, or (None, reason) when there is nothing to average or all is silent."""
-    if w.sum() <= 0:
+    if total <= 0:
         return None, _no_weight_reason(a)
-    chroma = _weighted_mean(np.asarray(a.pitches, dtype=np.float64), w)
+    chroma = _weighted_mean(np.asarray(a.pitches, dtype=np.float64), w, total)
     if not np.isfinite(chroma).all():
         return None, "pitch vectors hold non-finite values"
     if chroma.max() <= 0:
@@ -196,7 +220,7 @@ def mean_chroma(a: AnalysisArrays, w: np.ndarray) -> tuple[np.ndarray | None, st
     return chroma, ""
 
 
-def spread_fields(a: AnalysisArrays, w: np.ndarray, reasons: dict[str, str]) -> dict:
+def spread_fields(a: AnalysisArrays, w: np.ndarray, total: float, reasons: dict[str, str]) -> dict:
     """Duration-weighted loudness level/range and timbre mean/std.
 
     ``loudness_range`` is the 95th minus the 5th duration-weighted percentile of segment
@@ -204,20 +228,23 @@ def spread_fields(a: AnalysisArrays, w: np.ndarray, reasons: dict[str, str]) -> 
     Dispersion fields need at least two segments with positive duration.
     """
     names = ("loudness_mean", "loudness_range", "timbre_mean", "timbre_std")
-    if w.sum() <= 0:
+    if total <= 0:
         reasons.update(dict.fromkeys(names, _no_weight_reason(a)))
         return dict.fromkeys(names)
     loud = np.asarray(a.seg_loudness_max, dtype=np.float64)
     timbre = np.asarray(a.timbre, dtype=np.float64)
-    t_mean = _weighted_mean(timbre, w)
-    out = {"loudness_mean": float(_weighted_mean(loud, w)), "loudness_range": None,
+    t_mean = _weighted_mean(timbre, w, total)
+    out = {"loudness_mean": float(_weighted_mean(loud, w, total)), "loudness_range": None,
            "timbre_mean": t_mean.tolist(), "timbre_std": None}
     if np.count_nonzero(w) < 2:
         reasons.update(dict.fromkeys(("loudness_range", "timbre_std"), "fewer than 2 segments with positive duration"))
         return out
-    low, high = weighted_quantile(loud, w, np.array([RANGE_LOW, RANGE_HIGH]))
+    # sorting the float32 originals gives the same order as their exact float64 copies, in half the time
+    low, high = weighted_quantile(a.seg_loudness_max, w, _RANGE_QUANTILES)
     out["loudness_range"] = float(high - low)
-    out["timbre_std"] = np.sqrt(np.maximum(_weighted_mean((timbre - t_mean) ** 2, w), 0.0)).tolist()
+    deviation = timbre - t_mean
+    deviation *= deviation
+    out["timbre_std"] = np.sqrt(np.maximum(_weighted_mean(deviation, w, total), 0.0)).tolist()
     return out
 
 
@@ -236,7 +263,7 @@ def sanitise(record: dict, reasons: dict[str, str]) -> dict:
     """Safety net: any non-finite float (or vector holding one) becomes None with a reason."""
     for name, value in record.items():
         bad = (isinstance(value, float) and not math.isfinite(value)) or (
-            isinstance(value, list) and not all(math.isfinite(x) for x in value))
+            isinstance(value, list) and not all(map(math.isfinite, value)))
         if bad:
             record[name] = None
             reasons[name] = "non-finite result (bad input values)"
@@ -272,12 +299,13 @@ def compute(a: AnalysisArrays, *, profile: str = DEFAULT_PROFILE) -> dict:
 def _fields(a: AnalysisArrays, profile: str, reasons: dict[str, str]) -> dict:
     """Every field of the record except ``null_reasons`` and ``algorithm_version``, in schema order."""
     w = segment_weights(a)
-    chroma, chroma_why = mean_chroma(a, w)
+    total = float(w.sum())  # once per track: every weighted mean divides by it
+    chroma, chroma_why = mean_chroma(a, w, total)
     record: dict = {"track_id": a.track_id, "source_updated_at": a.source_updated_at,
                     **summary_fields(a.summary, reasons),
                     **beat_fields(a.beats_start, reasons),
                     **key_fields(chroma, PROFILES[profile], reasons, chroma_why),
-                    **spread_fields(a, w, reasons)}
+                    **spread_fields(a, w, total, reasons)}
     record["chroma_profile"] = None if chroma is None else (chroma / chroma.max()).tolist()
     if chroma is None:
         reasons["chroma_profile"] = chroma_why
@@ -285,5 +313,5 @@ def _fields(a: AnalysisArrays, profile: str, reasons: dict[str, str]) -> dict:
     record["segment_rate"] = None if duration is None else a.n_segments / duration
     if duration is None:
         reasons["segment_rate"] = "track duration unknown"
-    record["section_count"] = len(a.sections)
+    record["section_count"] = a.section_count
     return record

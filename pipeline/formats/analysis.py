@@ -43,7 +43,9 @@ def _record_fields(record_name: str) -> dict[str, str]:
 
 META_FIELDS = _record_fields("AnalysisMeta")
 TRACK_FIELDS = _record_fields("TrackSummary")
-SECTION_FIELDS = _record_fields("Section")
+SECTION_FIELDS = {f["name"]: f["value_type"] for f in next(
+    f["type"]["fields"] for f in raw_schema("analysis")["fields"] if f["name"] == "sections") if f["name"] != "count"}
+SECTION_REQUIRED = ("start", "duration", "confidence")
 
 
 def _scalar(value, avro_type: str, where: str):
@@ -174,19 +176,41 @@ def _segments(items, extra: dict[str, str]) -> dict:
             "timbre": pack(vectors[:, 1, :], F4)}
 
 
-def _sections(items, extra: dict[str, str]) -> list[dict]:
+def _sections(items, extra: dict[str, str]) -> dict:
+    """Validate the sections (about ten: a Python loop is fine) and pack them column-wise, NaN for absent."""
     if not isinstance(items, list):
         raise InvalidDocumentError(f"sections is {type(items).__name__}, expected a list")
-    out = []
+    rows = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise InvalidDocumentError(f"sections[{i}] is {type(item).__name__}, expected an object")
         section = _summary(item, SECTION_FIELDS, f"sections[{i}]", extra, lenient=False)
-        for key in ("start", "duration", "confidence"):
+        for key in SECTION_REQUIRED:
             if section[key] is None:
                 raise InvalidDocumentError(f"sections[{i}] has no {key!r}")
-        out.append(section)
-    return out
+        rows.append([math.nan if section[k] is None else section[k] for k in SECTION_FIELDS])
+    cols = np.array(rows, dtype=np.float64).reshape(len(rows), len(SECTION_FIELDS))
+    return {"count": len(rows), **{name: pack(cols[:, i], F8) for i, name in enumerate(SECTION_FIELDS)}}
+
+
+def section_rows(sections) -> list[dict]:
+    """The sections of a record as the source's objects (absent fields left out, ints as ints)."""
+    if isinstance(sections, list):  # written before sections were packed (analysis format 1)
+        return [{k: v for k, v in s.items() if v is not None} for s in sections]
+    cols = {name: unpack(sections[name], F8).tolist() for name in SECTION_FIELDS}
+    return [{name: (int(v) if SECTION_FIELDS[name] == "int" else v) for name in SECTION_FIELDS
+             if not math.isnan(v := cols[name][i])} for i in range(sections["count"])]
+
+
+def upgrade(record: dict) -> dict:
+    """A record of any analysis format as a record of the current one (format 1 kept sections as records)."""
+    if isinstance(record["sections"], list):
+        record = {**record, "sections": _sections(section_rows(record["sections"]), {})}
+    return record
+
+
+def section_count(sections) -> int:
+    return len(sections) if isinstance(sections, list) else sections["count"]
 
 
 def to_record(doc: dict, *, track_id: str, source_key: str, source_updated_at: int | None = None,
@@ -230,7 +254,7 @@ def to_document(record: dict) -> dict:
             doc[key] = {k: v for k, v in record[key].items() if v is not None}
     for name in SERIES:
         doc[name] = _rows(record[name])
-    doc["sections"] = [{k: v for k, v in s.items() if v is not None} for s in record["sections"]]
+    doc["sections"] = section_rows(record["sections"])
     seg = record["segments"]
     segments = _rows(seg, SEGMENT_SCALARS, (F8, F8, F4, F4, F4, F4))
     ends = unpack(seg["loudness_end"], F4).tolist()

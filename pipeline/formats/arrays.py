@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.formats.analysis import section_count
 from pipeline.formats.packed import F4, F8, unpack
 
 
@@ -19,7 +20,7 @@ class AnalysisArrays:
 
     track_id: str
     summary: dict  # the TrackSummary record: tempo, key, mode, ... (None where absent)
-    sections: list[dict]
+    section_count: int
     bars_start: np.ndarray
     beats_start: np.ndarray
     beats_confidence: np.ndarray
@@ -46,7 +47,7 @@ def arrays(record: dict) -> AnalysisArrays:
     return AnalysisArrays(
         track_id=record["track_id"],
         summary=record["track"],
-        sections=record["sections"],
+        section_count=section_count(record["sections"]),
         bars_start=unpack(record["bars"]["start"], F8),
         beats_start=unpack(record["beats"]["start"], F8),
         beats_confidence=unpack(record["beats"]["confidence"], F4),

@@ -16,6 +16,7 @@ import tempfile
 from pipeline import layout
 from pipeline.errors import QualityGateError
 from pipeline.formats import ANALYSIS
+from pipeline.formats.analysis import upgrade
 from pipeline.formats.avro_io import RollingWriter, read_records
 from pipeline.ingest.chunk import BucketWriter, ChunkSettings, committed_bucket, fetch, write_ledger_bucket
 from pipeline.snapshots.incremental import DeltaPlan, delta_inputs, plan_delta
@@ -70,7 +71,7 @@ def compact_bucket(wh: Warehouse, source: Source, date: dt.date, bucket: int, se
         writer = BucketWriter(wh, layout.ANALYSIS_FULL, date, bucket, settings)
         try:
             for record in merged:
-                writer.write(record)
+                writer.write(upgrade(record))  # sets written by an older analysis format join the new full
         except BaseException:
             writer.abort()
             raise
