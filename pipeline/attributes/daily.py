@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from pipeline import layout
 from pipeline.attributes.maths import ALGORITHM_VERSION, compute
@@ -24,25 +23,15 @@ from pipeline.attributes.summary import VALUE_FIELDS, BucketStats, row_of
 from pipeline.formats import ATTRIBUTES, fingerprint
 from pipeline.formats.arrays import arrays
 from pipeline.formats.avro_raw import read_raw
-from pipeline.formats.record_index import IndexedPartsWriter, copyable, read_entries, read_index
+from pipeline.formats.record_index import Entry, IndexedPartsWriter, copyable, read_entries, read_index
 from pipeline.ingest.chunk import committed_bucket
 from pipeline.snapshots.merge import merge_newest
 from pipeline.source.catalog import read_catalog_bucket
 from pipeline.warehouse import Warehouse
 
 
-class Prior(NamedTuple):
-    """A record of yesterday's snapshot."""
-
-    track_id: str
-    source_updated_at: int | None
-    raw: bytes | None  # its bytes, or None when it must be re-encoded (written with another schema)
-    row: list[float]  # summary.VALUE_FIELDS
-    record: dict | None = None  # decoded, only when it could not be copied as is
-
-
-def join_bucket(catalog_ids: Iterable[str], previous: Iterable[Prior], analyses: Iterable[dict],
-                stats: BucketStats) -> Iterator[tuple[Prior | None, dict | None]]:
+def join_bucket(catalog_ids: Iterable[str], previous: Iterable[Entry], analyses: Iterable[dict],
+                stats: BucketStats) -> Iterator[tuple[Entry | None, dict | None]]:
     """(kept prior, None) or (None, computed attributes) for every catalog track with an analysis, in id order."""
     prev_it, ana_it = iter(previous), iter(analyses)
     prev, ana = next(prev_it, None), next(ana_it, None)
@@ -65,15 +54,14 @@ def join_bucket(catalog_ids: Iterable[str], previous: Iterable[Prior], analyses:
     stats.dropped += sum(1 for _ in prev_it) + (prev is not None)
 
 
-def _previous(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[Prior]:
+def _previous(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[Entry]:
     """Yesterday's records: through their record index (no decoding) when it can be copied, else decoded."""
     entry = wh.manifest(layout.ATTRIBUTES, date)["bucket_manifests"][layout.bucket_name(bucket)]
     if entry.get("record_index"):
         for part in read_index(wh.storage, wh.layout.file_url(layout.ATTRIBUTES, date, entry["record_index"])):
             url = wh.layout.file_url(layout.ATTRIBUTES, date, part["part"])
             if copyable(part, ATTRIBUTES, VALUE_FIELDS):
-                for e in read_entries(wh.storage, url, part):
-                    yield Prior(e.track_id, e.source_updated_at, e.raw, e.row)
+                yield from read_entries(wh.storage, url, part)
             else:
                 yield from _decoded(wh, url)
     else:  # written before record indexes existed
@@ -81,10 +69,10 @@ def _previous(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[Prior]:
             yield from _decoded(wh, url)
 
 
-def _decoded(wh: Warehouse, url: str) -> Iterator[Prior]:
+def _decoded(wh: Warehouse, url: str) -> Iterator[Entry]:
     current = fingerprint(ATTRIBUTES)
     for record, raw, fp in read_raw(wh.storage, url):
-        yield Prior(record["track_id"], record["source_updated_at"], raw if fp == current else None, row_of(record),
+        yield Entry(record["track_id"], record["source_updated_at"], raw if fp == current else None, row_of(record),
                     record)
 
 

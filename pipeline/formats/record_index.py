@@ -30,12 +30,17 @@ from pipeline.storage import Storage
 
 
 class Entry(NamedTuple):
-    """One record of a part file as its index describes it, with its encoded bytes."""
+    """One record of a part file as its index describes it, with its encoded bytes.
+
+    Readers without an index (older files, another schema) build the same entry from the decoded
+    record: ``raw`` is then None when the bytes cannot be copied, and ``record`` holds it.
+    """
 
     track_id: str
     source_updated_at: int | None
-    raw: bytes
+    raw: bytes | None
     row: list[float]  # the index's value_fields, NaN for null
+    record: dict | None = None
 
 
 class IndexedPartsWriter:
