@@ -108,10 +108,10 @@ def daily_vs_full(tracks: int, segments: int) -> dict:
             daily, manifest = _best_of(REPEATS, wh, day1, lambda: build_snapshot(wh, day1, BUCKETS, DATE))
             # the same day built as if its chain started there: every track computed
             full, recomputed = _best_of(REPEATS, wh, day1, lambda: build_snapshot(wh, day1, BUCKETS, day1))
-    assert manifest["mode"] == "incremental" and recomputed["mode"] == "full"
-    assert manifest["records"] == recomputed["records"]
-    return {"tracks": tracks + tracks // 100, "computed_daily": manifest["counts"]["computed"],
-            "kept_daily": manifest["counts"]["kept"], "repeats": REPEATS, "daily_s": daily,
+    assert manifest.mode == "incremental" and recomputed.mode == "full"
+    assert manifest.records == recomputed.records
+    return {"tracks": tracks + tracks // 100, "computed_daily": manifest.counts["computed"],
+            "kept_daily": manifest.counts["kept"], "repeats": REPEATS, "daily_s": daily,
             "full_recompute_s": full, "ratio": daily / full}
 
 

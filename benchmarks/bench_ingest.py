@@ -62,12 +62,12 @@ def ingest_rate(w, concurrency: int, chunks: int, workers: int) -> dict:
         cpu = _children_cpu() - cpu if workers > 1 else None
     assert ok, "ingest failed"
     manifest = w.wh.manifest(layout.ANALYSIS_FULL, DATE)
-    tracks = manifest["counts"]["ingested"]
-    downloaded = sum(b["requests"]["bytes"] for b in manifest["bucket_manifests"].values())
+    tracks = manifest.counts["ingested"]
+    downloaded = sum(b.requests["bytes"] for b in manifest.entries())
     return {"concurrency": concurrency, "chunks": chunks, "workers": workers, "tracks": tracks,
             "tracks_per_s": tracks / t["seconds"],
             "client_cpu_ms_per_track": cpu / tracks * 1e3 if cpu is not None else None,
-            "mb_per_s": downloaded / 1e6 / t["seconds"], "avro_mb": manifest["bytes"] / 1e6,
+            "mb_per_s": downloaded / 1e6 / t["seconds"], "avro_mb": manifest.bytes / 1e6,
             "json_mb": downloaded / 1e6}
 
 

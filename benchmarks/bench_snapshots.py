@@ -70,7 +70,7 @@ def incremental_vs_full(tracks: int, segments: int) -> dict:
             with ReadCounter() as reads, timer() as incr:
                 assert luigi.build([AnalysisSet(date=day1)], local_scheduler=True, log_level="WARNING")
             kind = "incremental" if w.wh.is_complete(layout.ANALYSIS_INCREMENTAL, day1) else "full"
-            new = w.wh.manifest(layout.ANALYSIS_INCREMENTAL, day1)["records"]
+            new = w.wh.manifest(layout.ANALYSIS_INCREMENTAL, day1).records
         other = Warehouse(Layout(f"file://{w.scratch}/reingest"), LocalStorage())
         w.wh.storage.move_tree(w.wh.layout.date_url(layout.CATALOG, day1), other.layout.date_url(layout.CATALOG, day1))
         with luigi_config(w.overrides(warehouse={"root": other.layout.root}, **settings)), timer() as full:
@@ -92,7 +92,7 @@ def compaction_rss(tracks: int, segments: int) -> dict:
         peak_kb = json.loads(out.strip().splitlines()[-1])["peak_rss_kb"]
         wh = Warehouse(Layout(f"file://{scratch}/warehouse"), LocalStorage())
         manifest = wh.manifest(layout.ANALYSIS_FULL, DATE + dt.timedelta(days=2))
-    return {"tracks": tracks, "records_out": manifest["records"], "full_mb": manifest["bytes"] / 1e6,
+    return {"tracks": tracks, "records_out": manifest.records, "full_mb": manifest.bytes / 1e6,
             "peak_rss_mb": peak_kb / 1024, "seconds": t["seconds"]}
 
 

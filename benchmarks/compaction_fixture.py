@@ -38,7 +38,7 @@ def _write_set(wh: Warehouse, dataset: str, date: dt.date, ids: list[str], templ
             writer.write({**template, "track_id": track_id, "source_key": f"{track_id}.json"})
         info = writer.close()
         write_ledger_bucket(wh, date, bucket, [], settings.codec)
-        wh.commit_bucket(dataset, date, bucket, info)
+        wh.commit_bucket(dataset, date, info)
     publish_analysis(wh, dataset, date, BUCKETS)
 
 

@@ -17,6 +17,10 @@ class ConfigError(PipelineError):
     """A configuration value is missing or invalid (names the section and key)."""
 
 
+class BucketCountError(ConfigError):
+    """A dataset was written with another bucket count than the configured one: reading it would misread it."""
+
+
 class LayoutError(PipelineError):
     """A warehouse path or dataset date is malformed or not where it should be."""
 

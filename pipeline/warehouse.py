@@ -10,7 +10,10 @@ The commit protocol follows Hadoop's output committer:
    with ``_SUCCESS`` last).
 
 Readers only trust dates with ``_SUCCESS`` and only read files the manifest names,
-so a killed attempt never shows. Publishing twice is a no-op.
+so a killed attempt never shows. Publishing twice is a no-op. Manifests are typed
+(``pipeline.manifest``): this module is the only one that reads or writes their JSON.
+A warehouse built from the configuration knows the configured bucket count and refuses
+to read a dataset written with another one, instead of silently reading it wrong.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from dataclasses import dataclass
 import fastavro
 
 from pipeline import __version__, layout
-from pipeline.errors import IncompleteDatasetError, StorageError
+from pipeline.errors import BucketCountError, IncompleteDatasetError, StorageError
 from pipeline.formats import fingerprint, schema_fingerprint
 from pipeline.formats.avro_io import read_records
 from pipeline.layout import Layout
+from pipeline.manifest import BucketManifest, Manifest, sum_counts
 from pipeline.storage import Storage, join, storage_for
 
 
@@ -34,6 +38,7 @@ from pipeline.storage import Storage, join, storage_for
 class Warehouse:
     layout: Layout
     storage: Storage
+    buckets: int | None = None  # the configured bucket count every dataset read must have (None: unchecked)
 
     @classmethod
     def from_config(cls) -> Warehouse:
@@ -41,7 +46,7 @@ class Warehouse:
 
         cfg = config.warehouse()
         lay = Layout(cfg.root, cfg.project, cfg.metadata_project)
-        return cls(lay, storage_for(lay.root, cfg.s3_endpoint_url))
+        return cls(lay, storage_for(lay.root, cfg.s3_endpoint_url), config.ingest().chunks)
 
     # -- completeness -------------------------------------------------------------------------
     def is_complete(self, dataset: str, date: dt.date) -> bool:
@@ -72,12 +77,30 @@ class Warehouse:
     def write_json(self, url: str, payload: dict) -> None:
         self.storage.write_bytes(url, json.dumps(payload, indent=1, sort_keys=True).encode("utf-8"))
 
-    def manifest(self, dataset: str, date: dt.date) -> dict:
-        """The manifest of a complete dataset date; ``IncompleteDatasetError`` otherwise."""
+    def load_manifest(self, dataset: str, date: dt.date) -> Manifest:
+        """The manifest of a dataset date as it is, whatever its bucket count (for views and sizes)."""
+        url = self.layout.manifest_url(dataset, date)
+        return Manifest.from_json(self.read_json(url), url)
+
+    def manifest(self, dataset: str, date: dt.date, whole: bool = False) -> Manifest:
+        """The manifest of a complete dataset date, to read its data.
+
+        ``IncompleteDatasetError`` when the date is not complete; ``BucketCountError`` when it was
+        written with another bucket count than this warehouse's (its bucket ``b`` holds other tracks
+        than bucket ``b`` of today's datasets), unless the caller reads it ``whole`` (every bucket,
+        joined with nothing), which is correct whatever its count.
+        """
         if not self.is_complete(dataset, date):
             raise IncompleteDatasetError(
                 f"{self.layout.date_url(dataset, date)} is not complete (no {layout.SUCCESS})")
-        return self.read_json(self.layout.manifest_url(dataset, date))
+        manifest = self.load_manifest(dataset, date)
+        if not whole and self.buckets is not None and manifest.buckets != self.buckets:
+            raise BucketCountError(
+                f"{self.layout.date_url(dataset, date)} was written with {manifest.buckets} buckets but "
+                f"[ingest] chunks = {self.buckets}: its buckets hold other tracks, so it cannot be read with "
+                f"this configuration. Set the bucket count back to {manifest.buckets}, or start a new chain "
+                "(docs/runbook.md, \"Change the number of buckets\").")
+        return manifest
 
     # -- bucket commits (staging) -------------------------------------------------------------
     def bucket_committed(self, dataset: str, date: dt.date, bucket: int) -> bool:
@@ -94,17 +117,25 @@ class Warehouse:
         self.storage.remove(self.layout.record_index_url(dataset, date, bucket))
         self.storage.remove(self.layout.bucket_manifest_url(dataset, date, bucket))
 
-    def commit_bucket(self, dataset: str, date: dt.date, bucket: int, info: dict) -> None:
+    def commit_bucket(self, dataset: str, date: dt.date, entry: BucketManifest) -> None:
         """Write the bucket manifest: from now on the bucket counts as done."""
-        self.write_json(self.layout.bucket_manifest_url(dataset, date, bucket), {"bucket": bucket, **info})
+        self.write_json(self.layout.bucket_manifest_url(dataset, date, entry.bucket), entry.as_json())
 
-    def bucket_manifests(self, dataset: str, date: dt.date, buckets: int) -> list[dict]:
-        return [self.read_json(self.layout.bucket_manifest_url(dataset, date, b)) for b in range(buckets)]
+    def staged_bucket(self, dataset: str, date: dt.date, bucket: int) -> BucketManifest:
+        """The manifest of a bucket committed in staging."""
+        url = self.layout.bucket_manifest_url(dataset, date, bucket)
+        return BucketManifest.from_json(self.read_json(url), url)
+
+    def bucket_manifests(self, dataset: str, date: dt.date, buckets: int) -> list[BucketManifest]:
+        return [self.staged_bucket(dataset, date, b) for b in range(buckets)]
 
     # -- publication ----------------------------------------------------------------------------
     def publish(self, dataset: str, date: dt.date, schema_name: str, buckets: int,
-                gate: Callable[[list[dict]], None] | None = None, **extra) -> dict:
-        """Verify the staged buckets, pass the quality ``gate``, publish the date atomically; idempotent."""
+                gate: Callable[[list[BucketManifest]], None] | None = None, **details) -> Manifest:
+        """Verify the staged buckets, pass the quality ``gate``, publish the date atomically; idempotent.
+
+        ``details`` are the dataset's own manifest fields (``kind``, ``inputs``, ``mode``, ...).
+        """
         if self.is_complete(dataset, date):
             return self.manifest(dataset, date)
         staged = self.bucket_manifests(dataset, date, buckets)
@@ -112,17 +143,14 @@ class Warehouse:
             self._verify_files(dataset, date, entry)
         if gate is not None:
             gate(staged)
-        manifest = {
-            "dataset": dataset, "date": layout.format_date(date), "schema": schema_name,
-            "schema_fingerprint": fingerprint(schema_name), "code_version": __version__,
-            "buckets": buckets, "records": sum(e["records"] for e in staged),
-            "bytes": sum(e["bytes"] for e in staged),
-            "counts": _sum_counts(e.get("counts", {}) for e in staged),
-            "bucket_manifests": {layout.bucket_name(e["bucket"]): e for e in staged}, **extra,
-        }
+        manifest = Manifest(
+            dataset=dataset, date=date, schema=schema_name, schema_fingerprint=fingerprint(schema_name),
+            code_version=__version__, buckets=buckets, records=sum(e.records for e in staged),
+            bytes=sum(e.bytes for e in staged), counts=sum_counts(e.counts for e in staged),
+            bucket_manifests={e.bucket: e for e in staged}, **details)
         staging = self.layout.date_url(dataset, date, staging=True)
         self.storage.remove(join(staging, layout.TEMPORARY))  # leftovers of killed writers
-        self.write_json(self.layout.manifest_url(dataset, date, staging=True), manifest)
+        self.write_json(self.layout.manifest_url(dataset, date, staging=True), manifest.as_json())
         self.storage.write_bytes(self.layout.success_url(dataset, date, staging=True), b"")
         final = self.layout.date_url(dataset, date)
         if self.storage.exists(final):
@@ -137,18 +165,18 @@ class Warehouse:
             raise
         return manifest
 
-    def _verify_files(self, dataset: str, date: dt.date, entry: dict) -> None:
-        for f in entry["files"]:
-            url = self.layout.file_url(dataset, date, f["name"], staging=True)
-            if not self.storage.exists(url) or self.storage.size(url) != f["bytes"]:
+    def _verify_files(self, dataset: str, date: dt.date, entry: BucketManifest) -> None:
+        for f in entry.files:
+            url = self.layout.file_url(dataset, date, f.name, staging=True)
+            if not self.storage.exists(url) or self.storage.size(url) != f.bytes:
                 raise IncompleteDatasetError(f"staged file {url} is missing or has the wrong size; "
-                                             f"rerun chunk {entry['bucket']} of {dataset} {date}")
+                                             f"rerun chunk {entry.bucket} of {dataset} {date}")
 
-    def staged_schema_fingerprint(self, dataset: str, date: dt.date, entry: dict) -> str | None:
+    def staged_schema_fingerprint(self, dataset: str, date: dt.date, entry: BucketManifest) -> str | None:
         """Fingerprint of the schema written in the first staged file of a bucket (one header read)."""
-        if not entry["files"]:
+        if not entry.files:
             return None
-        url = self.layout.file_url(dataset, date, entry["files"][0]["name"], staging=True)
+        url = self.layout.file_url(dataset, date, entry.files[0].name, staging=True)
         with self.storage.open_read(url) as f:
             return schema_fingerprint(fastavro.reader(f).writer_schema)
 
@@ -158,27 +186,19 @@ class Warehouse:
         self.storage.remove(self.layout.date_url(dataset, date))
 
     # -- reading --------------------------------------------------------------------------------
-    def bucket_files(self, dataset: str, date: dt.date, bucket: int, manifest: dict | None = None) -> list[str]:
-        manifest = manifest or self.manifest(dataset, date)
-        entry = manifest["bucket_manifests"][layout.bucket_name(bucket)]
-        return [self.layout.file_url(dataset, date, f["name"]) for f in entry["files"]]
+    def bucket_files(self, dataset: str, date: dt.date, bucket: int, manifest: Manifest | None = None) -> list[str]:
+        entry = (manifest or self.manifest(dataset, date)).bucket(bucket)
+        return [self.layout.file_url(dataset, date, f.name) for f in entry.files]
 
-    def read_bucket(self, dataset: str, date: dt.date, bucket: int, manifest: dict | None = None) -> Iterator[dict]:
+    def read_bucket(self, dataset: str, date: dt.date, bucket: int,
+                    manifest: Manifest | None = None) -> Iterator[dict]:
         """Stream one bucket's records in track id order."""
         for url in self.bucket_files(dataset, date, bucket, manifest):
             yield from read_records(self.storage, url)
 
-    def read_index(self, dataset: str, date: dt.date, bucket: int, manifest: dict | None = None) -> Iterator[dict]:
+    def read_index(self, dataset: str, date: dt.date, bucket: int,
+                   manifest: Manifest | None = None) -> Iterator[dict]:
         """Stream one bucket's id index ({track_id, source_updated_at}) without touching payloads."""
-        manifest = manifest or self.manifest(dataset, date)
-        entry = manifest["bucket_manifests"][layout.bucket_name(bucket)]
-        if entry.get("index"):
-            yield from read_records(self.storage, self.layout.file_url(dataset, date, entry["index"]))
-
-
-def _sum_counts(counts) -> dict:
-    total: dict = {}
-    for c in counts:
-        for key, value in c.items():
-            total[key] = total.get(key, 0) + value
-    return dict(sorted(total.items()))
+        entry = (manifest or self.manifest(dataset, date)).bucket(bucket)
+        if entry.index:
+            yield from read_records(self.storage, self.layout.file_url(dataset, date, entry.index))

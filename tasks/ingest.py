@@ -56,7 +56,7 @@ class IngestChunk(luigi.Task):
     def run(self):
         wh = warehouse()
         manifest = wh.manifest(layout.CATALOG, self.date)
-        total = manifest["bucket_manifests"][layout.bucket_name(self.chunk)]["records"]
+        total = manifest.bucket(self.chunk).records
         rows = read_catalog_bucket(wh, self.date, self.chunk, manifest)
         ingest_bucket(wh, source_from_config(), layout.ANALYSIS_FULL, self.date, self.chunk,
                       full_items(rows, config.source().key_template), ChunkSettings.from_config(),

@@ -80,7 +80,7 @@ class _DeltaChunk(luigi.Task):
         other = layout.ANALYSIS_INCREMENTAL if self.dataset == layout.ANALYSIS_FULL else layout.ANALYSIS_FULL
         if wh.is_complete(other, self.date):
             raise ScheduleError(f"{other} of {self.date} already exists: a date has exactly one analysis set")
-        total = wh.manifest(layout.CATALOG, self.date)["bucket_manifests"][layout.bucket_name(self.chunk)]["records"]
+        total = wh.manifest(layout.CATALOG, self.date).bucket(self.chunk).records
         self.build(wh, source_from_config(), ChunkSettings.from_config(), RetryPolicy.from_config(),
                    config.source().key_template, chunk_progress(self, total))
 

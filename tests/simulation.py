@@ -77,7 +77,7 @@ def state_records(wh: Warehouse, date: dt.date) -> list[tuple[str, dt.date, dict
     out = []
     for dataset, day in state.sets():
         manifest = wh.manifest(dataset, day)
-        for bucket in range(manifest["buckets"]):
+        for bucket in range(manifest.buckets):
             out.extend((dataset, day, r) for r in wh.read_bucket(dataset, day, bucket, manifest))
     return out
 
@@ -91,7 +91,7 @@ def newest_wins(records: list[tuple[str, dt.date, dict]]) -> dict[str, dict]:
 
 def ledger_outcomes(wh: Warehouse, date: dt.date) -> dict[str, str]:
     manifest = wh.manifest(layout.LEDGER, date)
-    return {r["track_id"]: r["outcome"] for b in range(manifest["buckets"])
+    return {r["track_id"]: r["outcome"] for b in range(manifest.buckets)
             for r in wh.read_bucket(layout.LEDGER, date, b, manifest)}
 
 
@@ -157,5 +157,5 @@ def day_snapshot(wh: Warehouse, day: int, date: dt.date, want: Expected) -> dict
 
 def attribute_records(wh: Warehouse, date: dt.date) -> dict[str, dict]:
     manifest = wh.manifest(layout.ATTRIBUTES, date)
-    return {r["track_id"]: r for b in range(manifest["buckets"])
+    return {r["track_id"]: r for b in range(manifest.buckets)
             for r in wh.read_bucket(layout.ATTRIBUTES, date, b, manifest)}

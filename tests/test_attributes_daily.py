@@ -3,7 +3,7 @@ with an analysis, yesterday's records kept byte for byte, new ones equal to the 
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import datetime as dt
 import io
 
@@ -33,7 +33,7 @@ def test_one_record_per_catalog_track_with_an_analysis(three_weeks):
         catalog = {r["track_id"] for r in sim.day(h["day"]).rows}
         with_analysis = set(newest_wins(h["records"])) & catalog
         assert set(h["attributes"]) == with_analysis, f"day {h['day']}"
-        assert h["attributes_manifest"]["records"] == len(with_analysis)
+        assert h["attributes_manifest"].records == len(with_analysis)
 
 
 def test_known_tracks_are_kept_byte_for_byte_and_new_ones_computed(three_weeks):
@@ -50,16 +50,16 @@ def test_known_tracks_are_kept_byte_for_byte_and_new_ones_computed(three_weeks):
                 # equal once encoded: the vectors are stored as Avro float (float32)
                 assert _bytes(record) == _bytes(compute(arrays(analyses[track_id]))), f"day {h['day']}: {track_id}"
                 recomputed += 1
-        counts = h["attributes_manifest"]["counts"]
+        counts = h["attributes_manifest"].counts
         assert counts["computed"] + counts["kept"] == len(h["attributes"])
     assert kept > 10 * recomputed > 0, "most tracks should be kept, some computed"
 
 
 def test_first_day_is_full_and_later_days_incremental(three_weeks):
     _, _, _, history, _ = three_weeks
-    modes = [h["attributes_manifest"]["mode"] for h in history]
+    modes = [h["attributes_manifest"].mode for h in history]
     assert modes == ["full"] + ["incremental"] * (SIM_DAYS - 1)
-    summary = history[-1]["attributes_manifest"]["summary"]
+    summary = history[-1]["attributes_manifest"].summary
     assert sum(summary["key_histogram"]) == sum(summary["mode_counts"]) == len(history[-1]["attributes"])
 
 
@@ -101,15 +101,14 @@ def test_yesterday_read_through_its_record_index_equals_yesterday_decoded(three_
     wh, _, _, history, _ = three_weeks
     date = SIM_START + dt.timedelta(days=SIM_DAYS - 2)
     manifest = wh.manifest(layout.ATTRIBUTES, date)
-    buckets = manifest["buckets"]
+    buckets = manifest.buckets
     indexed = [list(_previous(wh, date, b)) for b in range(buckets)]
-    assert all(e.get("record_index") for e in manifest["bucket_manifests"].values())
+    assert all(e.record_index for e in manifest.entries())
     assert all(p.record is None for ps in indexed for p in ps), "the index path must not decode"
-    legacy = copy.deepcopy(manifest)
-    for entry in legacy["bucket_manifests"].values():
-        del entry["record_index"]
+    legacy = dataclasses.replace(manifest, bucket_manifests={
+        b: dataclasses.replace(e, record_index=None) for b, e in manifest.bucket_manifests.items()})
     monkeypatch.setattr(type(wh), "manifest", lambda self, dataset, d: legacy)
     decoded = [list(_previous(wh, date, b)) for b in range(buckets)]
-    assert sum(map(len, decoded)) == manifest["records"] > 0
+    assert sum(map(len, decoded)) == manifest.records > 0
     strip = [[(p.track_id, p.source_updated_at, p.raw, p.row) for p in ps] for ps in decoded]
     assert strip == [[tuple(p[:4]) for p in ps] for ps in indexed]

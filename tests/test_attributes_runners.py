@@ -35,7 +35,7 @@ def test_inline_and_local_runners_write_identical_snapshots(tmp_path):
     shutil.copytree(tmp_path / "inline", tmp_path / "local")
     inline = build_snapshot(wh, DATE, 3, DATE, runner="inline")
     local = build_snapshot(other, DATE, 3, DATE, runner="local")
-    assert inline["records"] == local["records"] > 50
+    assert inline.records == local.records > 50
     for bucket in range(3):
         ours, theirs = (w.bucket_files(layout.ATTRIBUTES, DATE, bucket) for w in (wh, other))
         for a, b in zip(ours, theirs, strict=True):

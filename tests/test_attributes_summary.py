@@ -43,12 +43,12 @@ def test_column_quality_equals_record_by_record_quality():
     stats = BucketStats()
     for r in records:
         stats.observe(r["track_id"], row_of(r))
-    folded = stats.as_dict()["quality"]
-    expected = one.as_dict(8.0)
-    assert folded["checked"] == expected["checked"] == 3000
-    assert folded["out_of_range"] == expected["out_of_range"] and folded["out_of_range"]["beat_tempo"] > 0
-    assert folded["out_of_range"]["duration"] == 1 and folded["out_of_range"]["loudness"] >= 1
-    assert len(folded["examples"]) == 10
+    folded = stats.manifest_fields()["quality"]
+    expected = one.report(8.0)
+    assert folded.checked == expected.checked == 3000
+    assert folded.out_of_range == expected.out_of_range and folded.out_of_range["beat_tempo"] > 0
+    assert folded.out_of_range["duration"] == 1 and folded.out_of_range["loudness"] >= 1
+    assert len(folded.examples) == 10
 
 
 def test_column_anomalies_equal_record_by_record_anomalies():
@@ -59,7 +59,7 @@ def test_column_anomalies_equal_record_by_record_anomalies():
     for r in records:
         one.observe(r["track_id"], *attribute_values(r))
         stats.observe(r["track_id"], row_of(r))
-    assert stats.as_dict()["quality"]["anomalies"] == one.as_dict(8.0)["anomalies"] >= 30
+    assert stats.manifest_fields()["quality"].anomalies == one.report(8.0).anomalies >= 30
 
 
 def test_histograms_equal_the_per_record_definition():
@@ -67,7 +67,7 @@ def test_histograms_equal_the_per_record_definition():
     stats = BucketStats()
     for r in records:
         stats.observe(r["track_id"], row_of(r))
-    summary = stats.as_dict()["summary"]
+    summary = stats.manifest_fields()["summary"]
     tempo, keys, modes = [0] * (len(TEMPO_EDGES) - 1), [0] * 12, [0, 0]
     for r in records:
         value = r["beat_tempo"] or r["tempo"]

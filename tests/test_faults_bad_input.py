@@ -129,7 +129,7 @@ def test_bad_documents_are_ledgered_with_a_reason_and_good_ones_in_the_same_chun
     for track_id, (kind, phrase) in expect.items():
         assert ledger[track_id]["outcome"] == "invalid", kind
         assert phrase in ledger[track_id]["reason"], (kind, ledger[track_id]["reason"])
-    counts = wh.manifest(layout.ANALYSIS_FULL, DATE)["counts"]
+    counts = wh.manifest(layout.ANALYSIS_FULL, DATE).counts
     assert counts == {"ingested": len(good_ids), "missing": 0, "invalid": len(expect), "failed": 0, "retried": 0}
 
 
@@ -148,8 +148,8 @@ def test_duplicate_and_malformed_ids_in_the_dump_are_counted_and_the_newest_row_
         write_metadata_dump(wh.layout, wh.storage, DATE, rows)
         assert run_luigi([IngestFullSnapshot(date=DATE)])
     catalog = wh.manifest(layout.CATALOG, DATE)
-    assert catalog["rejected"] == {"malformed_id": len(malformed), "duplicate_id": 3}
-    assert len(catalog["rejected_examples"]) == len(malformed) + 3
+    assert catalog.rejected == {"malformed_id": len(malformed), "duplicate_id": 3}
+    assert len(catalog.rejected_examples) == len(malformed) + 3
     catalog_rows = dataset_records(wh, layout.CATALOG, DATE)
     assert sorted(r["track_id"] for r in catalog_rows) == sorted({r["track_id"] for r in sim.day(0).rows})
     assert {r["track_id"]: r["analysis_updated_at"] for r in catalog_rows}[rows[2]["track_id"]] == 1_800_000_000

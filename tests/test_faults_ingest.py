@@ -22,6 +22,7 @@ import pytest
 
 from pipeline import layout
 from pipeline.demo.s3server import free_port
+from pipeline.manifest import Manifest
 from tasks import IngestFullSnapshot
 from tests.helpers import luigi_cli, luigi_config, run_luigi, subprocess_env, write_cfg
 from tests.support.faultproxy import FAULT_KINDS, FaultPlan, FaultProxy, ProxyStats
@@ -62,7 +63,7 @@ BODY_FAULTS = ("truncate", "corrupt")  # arrive with a 200: caught while reading
 class Run:
     records: list[dict]
     ledger: list[dict]
-    manifest: dict
+    manifest: Manifest
     proxy: ProxyStats | None
     seconds: float
 
@@ -70,8 +71,8 @@ class Run:
     def requests(self) -> dict[str, int]:
         """The source's own request counts, summed over the buckets (what the manifest records)."""
         total: dict[str, int] = {}
-        for entry in self.manifest["bucket_manifests"].values():
-            for key, value in entry["requests"].items():
+        for entry in self.manifest.entries():
+            for key, value in entry.requests.items():
                 total[key] = total.get(key, 0) + value
         return total
 
@@ -116,7 +117,7 @@ def check_against(reference: Run, run: Run, source: SeededSource, label: str, pl
     assert run.records == reference.records, f"{label}: records differ from the fault-free run"
     assert run.ledger == reference.ledger, f"{label}: the ledger differs from the fault-free run"
     assert {e["outcome"] for e in run.ledger} <= {"missing", "invalid"}, "a transient fault reached the ledger"
-    assert run.manifest["counts"] == reference.manifest["counts"]
+    assert run.manifest.counts == reference.manifest.counts
     # every catalog track was requested once, and every fault cost exactly one more request
     assert run.proxy.requests == tracks + faults, numbers
     assert run.requests["gets"] >= run.proxy.requests  # the client counts what it sent (and the proxy saw)
@@ -154,7 +155,7 @@ def test_without_the_etag_check_corruption_would_get_through(fault_source, fault
     assert run.requests["retries"] == 0  # nothing noticed the damage...
     # ...so good tracks were ledgered as invalid (a flipped top bit is never valid UTF-8, so never a
     # plausible wrong value here; without that property of the fault it could have been ingested)
-    assert run.manifest["counts"]["invalid"] > fault_free.manifest["counts"]["invalid"]
+    assert run.manifest.counts["invalid"] > fault_free.manifest.counts["invalid"]
     assert len(run.records) < len(fault_free.records)
 
 

@@ -25,6 +25,7 @@ from pipeline.formats.avro_io import write_file
 from pipeline.ingest.chunk import ChunkSettings, ingest_bucket
 from pipeline.ingest.work import full_items
 from pipeline.layout import Layout
+from pipeline.manifest import BucketManifest
 from pipeline.ops.scheduler import running_scheduler
 from pipeline.source import source_from_config
 from pipeline.source.catalog import read_catalog_bucket
@@ -113,7 +114,7 @@ def test_sigkill_mid_compaction_publishes_nothing_and_the_rerun_is_identical(wor
         assert run_luigi([CompactFullSnapshot(date=D1)])
     for dataset in (layout.ANALYSIS_FULL, layout.LEDGER):
         assert dataset_records(killed, dataset, D1) == dataset_records(clean, dataset, D1), dataset
-    assert killed.manifest(layout.ANALYSIS_FULL, D1)["counts"] == clean.manifest(layout.ANALYSIS_FULL, D1)["counts"]
+    assert killed.manifest(layout.ANALYSIS_FULL, D1).counts == clean.manifest(layout.ANALYSIS_FULL, D1).counts
     assert_published_whole(killed)
 
 
@@ -128,7 +129,7 @@ def test_sigkill_mid_attributes_publishes_nothing_and_the_rerun_is_identical(wor
     with luigi_config(layered(clean.layout.root[len("file://"):], source)):
         assert run_luigi([DailyAttributes(date=D0)])
     assert dataset_records(killed, layout.ATTRIBUTES, D0) == dataset_records(clean, layout.ATTRIBUTES, D0)
-    assert killed.manifest(layout.ATTRIBUTES, D0)["counts"] == clean.manifest(layout.ATTRIBUTES, D0)["counts"]
+    assert killed.manifest(layout.ATTRIBUTES, D0).counts == clean.manifest(layout.ATTRIBUTES, D0).counts
     assert_published_whole(killed)
 
 
@@ -234,9 +235,7 @@ def stage(wh: Warehouse, buckets: int = 2) -> None:
     for bucket in range(buckets):
         records = [{"track_id": f"{bucket}{n:021d}", "source_updated_at": n} for n in range(5)]
         info = write_file(wh.storage, wh.layout.part_url(layout.ATTRIBUTES, D0, bucket, 0), "ids", records)
-        wh.commit_bucket(layout.ATTRIBUTES, D0, bucket, {"records": info.records, "bytes": info.bytes,
-                                                         "files": [{"name": info.name, "records": info.records,
-                                                                    "bytes": info.bytes}]})
+        wh.commit_bucket(layout.ATTRIBUTES, D0, BucketManifest.of_files(bucket, [info]))
 
 
 def test_a_late_publisher_never_replaces_a_complete_date(tmp_path):

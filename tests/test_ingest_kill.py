@@ -14,7 +14,7 @@ from tests.helpers import luigi_cli, run_and_kill, subprocess_env, write_cfg
 
 def _all_records(wh: Warehouse, dataset: str) -> list[dict]:
     manifest = wh.manifest(dataset, WORLD_DATE)
-    return [r for b in range(manifest["buckets"]) for r in wh.read_bucket(dataset, WORLD_DATE, b, manifest)]
+    return [r for b in range(manifest.buckets) for r in wh.read_bucket(dataset, WORLD_DATE, b, manifest)]
 
 
 def _visible(wh: Warehouse) -> list[str]:

@@ -101,11 +101,11 @@ def test_every_real_document_reads_back_equal_with_apache_avro(ingested):
 def test_manifest_counts_every_outcome(ingested):
     wh, expected, malformed = ingested
     manifest = wh.manifest(layout.ANALYSIS_FULL, DATE)
-    assert manifest["counts"] == {"ingested": len(expected), "missing": 1,
+    assert manifest.counts == {"ingested": len(expected), "missing": 1,
                                   "invalid": len(malformed) + 1, "failed": 0, "retried": 0}
-    assert manifest["records"] == len(expected)
-    assert manifest["schema_fingerprint"] and manifest["code_version"]
-    assert sum(len(b["files"]) for b in manifest["bucket_manifests"].values()) >= len(expected) // 5
+    assert manifest.records == len(expected)
+    assert manifest.schema_fingerprint and manifest.code_version
+    assert sum(len(b.files) for b in manifest.entries()) >= len(expected) // 5
 
 
 def test_malformed_documents_land_in_the_ledger_with_a_reason(ingested):

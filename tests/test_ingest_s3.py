@@ -16,7 +16,7 @@ from tests.helpers import StartedTasks, assert_close, luigi_config, run_luigi
 
 def _records(wh, dataset=layout.ANALYSIS_FULL, date=WORLD_DATE):
     manifest = wh.manifest(dataset, date)
-    return [r for b in range(manifest["buckets"]) for r in wh.read_bucket(dataset, date, b, manifest)]
+    return [r for b in range(manifest.buckets) for r in wh.read_bucket(dataset, date, b, manifest)]
 
 
 def test_full_ingest_matches_ground_truth_and_never_touches_decoys(s3_world):
@@ -38,7 +38,7 @@ def test_full_ingest_matches_ground_truth_and_never_touches_decoys(s3_world):
         if spec.track_id in records:
             assert_close(orjson.loads(spec.document()), to_document(records[spec.track_id]))
     manifest = wh.manifest(layout.ANALYSIS_FULL, WORLD_DATE)
-    requests = [b["requests"] for b in manifest["bucket_manifests"].values()]
+    requests = [b.requests for b in manifest.entries()]
     # one GET per catalog track (retries aside), never a LIST: decoys are never listed nor fetched
     assert sum(r["lists"] for r in requests) == 0
     assert sum(r["gets"] for r in requests) == len(sim.day(0).rows)

@@ -71,13 +71,13 @@ def test_the_pipeline_runs_through_the_central_scheduler(world):
 def test_chunks_report_progress_to_the_scheduler(world):
     """Every chunk ends at 100 % with its final counts, however fast it ran."""
     wh, endpoint, _, _ = world
-    analysis = wh.manifest(layout.ANALYSIS_FULL, DATE)["bucket_manifests"]
-    catalog = wh.manifest(layout.CATALOG, DATE)["bucket_manifests"]
+    analysis = wh.manifest(layout.ANALYSIS_FULL, DATE)
+    catalog = wh.manifest(layout.CATALOG, DATE)
     chunks = [t for t in api(endpoint.url, "task_list", {"status": "DONE"}).values() if t["name"] == "IngestChunk"]
     assert len(chunks) == CHUNKS
     for task in chunks:
-        bucket = layout.bucket_name(int(task["params"]["chunk"]))
-        total, counts = catalog[bucket]["records"], analysis[bucket]["counts"]
+        bucket = int(task["params"]["chunk"])
+        total, counts = catalog.bucket(bucket).records, analysis.bucket(bucket).counts
         assert task["progress_percentage"] == 100.0, (
             f"chunk {bucket} ended at {task['progress_percentage']} % ({task['status_message']}): "
             "the ingest must report its final counts once after the last track, not only every second")

@@ -15,6 +15,7 @@ from pipeline import layout
 from pipeline.demo.seed import seed_local_folder, write_metadata_dump
 from pipeline.demo.synthetic import CatalogSimulation
 from pipeline.layout import Layout
+from pipeline.manifest import BucketManifest
 from pipeline.ops import status as status_mod
 from pipeline.ops.status import collect, render_text
 from pipeline.storage import LocalStorage
@@ -59,8 +60,7 @@ def _publish(wh: Warehouse, dataset: str, date: dt.date, schema: str, records: l
              **extra) -> dict:
     """Publish a date through the commit protocol, with bucket manifests naming no data file."""
     for bucket, n in enumerate(records):
-        wh.commit_bucket(dataset, date, bucket, {"records": n, "bytes": 0, "files": [],
-                                                 **({"counts": counts} if counts and bucket == 0 else {})})
+        wh.commit_bucket(dataset, date, BucketManifest(bucket, n, 0, [], counts=counts if bucket == 0 else None))
     return wh.publish(dataset, date, schema, len(records), **extra)
 
 
@@ -82,7 +82,7 @@ def warehouse(tmp_path_factory) -> Warehouse:
     _publish(wh, layout.CATALOG, D[25], "catalog", [700, 600])
     _publish(wh, layout.ANALYSIS_INCREMENTAL, D[25], "analysis", [1000, 234], INCREMENTAL_COUNTS, kind="incremental")
     _publish(wh, layout.LEDGER, D[25], "ledger", [6, 5])
-    wh.commit_bucket(layout.ANALYSIS_INCREMENTAL, D[26], 0, {"records": 5, "bytes": 0, "files": []})  # staged only
+    wh.commit_bucket(layout.ANALYSIS_INCREMENTAL, D[26], BucketManifest(0, 5, 0, []))  # staged only
     _publish(wh, layout.CATALOG, D[23], "catalog", [1, 1])
     wh.storage.write_bytes(wh.layout.manifest_url(layout.CATALOG, D[23]), b"{not json")
     _publish(wh, layout.ATTRIBUTES, D[24], "attributes", [20, 22])  # an old snapshot: no summary
@@ -103,11 +103,11 @@ def test_grid_counts_match_the_manifests(warehouse):
     catalog = wh.manifest(layout.CATALOG, D[24])
     ledger = wh.manifest(layout.LEDGER, D[24])
     attributes = wh.manifest(layout.ATTRIBUTES, D[24])
-    assert full["counts"]["missing"] > 0 and full["counts"]["invalid"] > 0  # the source exercised the ledger
+    assert full.counts["missing"] > 0 and full.counts["invalid"] > 0  # the source exercised the ledger
     #                     dump catalog        full                  incr ledger              attributes
-    assert _row(text, D[24]) == ["✓", f"{catalog['records']:,}", f"{full['records']:,}", "—",
-                                 f"{ledger['records']:,}", f"{attributes['records']:,}", "│",
-                                 *(f"{full['counts'][k]:,}" for k in ("missing", "invalid", "failed"))]
+    assert _row(text, D[24]) == ["✓", f"{catalog.records:,}", f"{full.records:,}", "—",
+                                 f"{ledger.records:,}", f"{attributes.records:,}", "│",
+                                 *(f"{full.counts[k]:,}" for k in ("missing", "invalid", "failed"))]
     assert _row(text, D[25]) == ["✓", "1,300", "—", "1,234", "11", "18", "│", "7", "3", "1"]
     assert _row(text, D[26]) == ["…", "—", "—", "…", "—", "—", "│"]
     assert _row(text, D[23]) == ["—", "!", "—", "—", "—", "—", "│"]

@@ -11,6 +11,7 @@ from pipeline import layout
 from pipeline.demo.seed import seed_local_folder, write_metadata_dump
 from pipeline.demo.synthetic import CatalogSimulation
 from pipeline.errors import QualityGateError
+from pipeline.manifest import BucketManifest, QualityReport
 from pipeline.ops.quality import ANALYSIS_RANGES, QualitySettings, QualityStats, check, enforce
 from pipeline.warehouse import Warehouse
 from tasks import IngestFullSnapshot
@@ -19,10 +20,10 @@ from tests.helpers import luigi_config, run_luigi
 DATE = dt.date(2026, 11, 26)
 
 
-def _entry(bucket=0, records=100, ingested=100, out_of_range=None, anomalies=0) -> dict:
-    return {"bucket": bucket, "records": records, "files": [], "counts": {"ingested": ingested},
-            "quality": {"checked": records, "out_of_range": out_of_range or {}, "anomalies": anomalies,
-                        "examples": ["t1: tempo = 900"] if out_of_range else []}}
+def _entry(bucket=0, records=100, ingested=100, out_of_range=None, anomalies=0) -> BucketManifest:
+    return BucketManifest(bucket, records, 0, [], counts={"ingested": ingested},
+                          quality=QualityReport(records, out_of_range or {}, anomalies,
+                                                ["t1: tempo = 900"] if out_of_range else []))
 
 
 def test_checks_on_literal_manifests():
@@ -44,7 +45,7 @@ def test_robust_z_flags_the_outlier_only():
     stats.observe("long", {"duration": 36000.0, "loudness": -8.0, "tempo": 120.0}, 3.1)
     assert stats.anomalies(z_threshold=8.0) == 1
     stats.observe("bad", {"duration": 200.0, "loudness": 30.0, "tempo": -1.0, "key": 14}, 3.0)
-    assert stats.as_dict(8.0)["out_of_range"] == {"key": 1, "loudness": 1, "tempo": 1}
+    assert stats.report(8.0).out_of_range == {"key": 1, "loudness": 1, "tempo": 1}
 
 
 @pytest.fixture
@@ -83,4 +84,4 @@ def test_a_clean_dataset_passes_the_gate(local_world):
     wh, _, _ = local_world
     assert run_luigi([IngestFullSnapshot(date=DATE)])
     manifest = wh.manifest(layout.ANALYSIS_FULL, DATE)
-    assert sum(b["quality"]["checked"] for b in manifest["bucket_manifests"].values()) == manifest["records"] == 40
+    assert sum(b.quality.checked for b in manifest.entries()) == manifest.records == 40

@@ -55,10 +55,10 @@ def test_incremental_days_fetch_only_new_and_due_tracks(three_weeks):
     for h in history[1:]:
         if h["incremental"]:
             delta = Counter()
-            for b in h["manifest"]["bucket_manifests"].values():
-                delta.update(b["delta"])
-            attempted = sum(sum(b["counts"].values()) - b["counts"]["retried"]
-                            for b in h["manifest"]["bucket_manifests"].values())
+            for b in h["manifest"].entries():
+                delta.update(b.delta)
+            attempted = sum(sum(b.counts.values()) - b.counts["retried"]
+                            for b in h["manifest"].entries())
             assert attempted == delta["new"] + delta["reanalysed"] + delta["retried"]
             assert attempted < 0.25 * len(sim.day(h["day"]).rows), "an incremental must not re-fetch the catalog"
     assert sum(proxy_stats.faults.values()) > 0, "the proxy should have injected transient faults"
@@ -68,9 +68,9 @@ def test_compaction_is_verified_and_drops_takedowns(three_weeks):
     _, sim, _, history, _ = three_weeks
     for h in history[1:]:
         if h["full"]:
-            merges = [b["merge"] for b in h["manifest"]["bucket_manifests"].values()]
-            assert all(m["verified"] for m in merges)
-            assert sum(m["taken_down"] for m in merges) == sum(
+            merges = [b.merge for b in h["manifest"].entries()]
+            assert all(m.verified for m in merges)
+            assert sum(m.taken_down for m in merges) == sum(
                 1 for t in sim.day(h["day"]).truth.values() if t.removed_day is not None
                 and t.removed_day <= h["day"] and any(r["track_id"] == t.track_id
                                                       for _, d, r in history[h["day"] - 1]["records"]))

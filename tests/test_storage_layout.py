@@ -10,6 +10,7 @@ from pipeline import layout
 from pipeline.bucketing import bucket_of, is_track_id
 from pipeline.errors import InvalidDocumentError, LayoutError
 from pipeline.layout import Layout
+from pipeline.manifest import BucketManifest
 from pipeline.source.base import key_for, safe_relative_key
 from pipeline.storage import LocalStorage, S3Storage, join, storage_for, target_for
 from pipeline.warehouse import Warehouse
@@ -119,9 +120,9 @@ def test_warehouse_on_an_s3_root_by_configuration_alone(s3_endpoint, s3_bucket):
     assert isinstance(wh.storage, S3Storage)
     records = [{"track_id": f"{n:022d}", "source_updated_at": n} for n in range(5)]
     info = write_file(wh.storage, wh.layout.index_url(layout.ANALYSIS_FULL, D, 0), "ids", records)
-    wh.commit_bucket(layout.ANALYSIS_FULL, D, 0, {"records": 5, "bytes": info.bytes, "files": []})
+    wh.commit_bucket(layout.ANALYSIS_FULL, D, BucketManifest(0, 5, info.bytes, []))
     manifest = wh.publish(layout.ANALYSIS_FULL, D, "ids", buckets=1)
-    assert manifest["records"] == 5 and wh.complete_dates(layout.ANALYSIS_FULL) == [D]
+    assert manifest.records == 5 and wh.complete_dates(layout.ANALYSIS_FULL) == [D]
     assert list(read_records(wh.storage, wh.layout.file_url(layout.ANALYSIS_FULL, D, "_index/ids-00000.avro"))) \
         == records
     assert storage_for("file:///x").__class__ is LocalStorage

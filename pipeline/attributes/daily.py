@@ -25,6 +25,7 @@ from pipeline.formats.arrays import arrays
 from pipeline.formats.avro_raw import read_raw
 from pipeline.formats.record_index import Entry, IndexedPartsWriter, copyable, read_entries, read_index
 from pipeline.ingest.chunk import committed_bucket
+from pipeline.manifest import BucketManifest
 from pipeline.snapshots.merge import merge_newest
 from pipeline.source.catalog import read_catalog_bucket
 from pipeline.warehouse import Warehouse
@@ -56,9 +57,9 @@ def join_bucket(catalog_ids: Iterable[str], previous: Iterable[Entry], analyses:
 
 def _previous(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[Entry]:
     """Yesterday's records: through their record index (no decoding) when it can be copied, else decoded."""
-    entry = wh.manifest(layout.ATTRIBUTES, date)["bucket_manifests"][layout.bucket_name(bucket)]
-    if entry.get("record_index"):
-        for part in read_index(wh.storage, wh.layout.file_url(layout.ATTRIBUTES, date, entry["record_index"])):
+    entry = wh.manifest(layout.ATTRIBUTES, date).bucket(bucket)
+    if entry.record_index:
+        for part in read_index(wh.storage, wh.layout.file_url(layout.ATTRIBUTES, date, entry.record_index)):
             url = wh.layout.file_url(layout.ATTRIBUTES, date, part["part"])
             if copyable(part, ATTRIBUTES, VALUE_FIELDS):
                 yield from read_entries(wh.storage, url, part)
@@ -92,7 +93,7 @@ class BucketTask:
     z_threshold: float = 8.0
 
 
-def build_bucket(wh: Warehouse, task: BucketTask) -> dict:
+def build_bucket(wh: Warehouse, task: BucketTask) -> BucketManifest:
     """Write and commit one bucket of ``attributes/<date>`` in staging; returns its bucket manifest."""
     date, bucket = layout.parse_date(task.date), task.bucket
     done = committed_bucket(wh, layout.ATTRIBUTES, date, bucket)  # by another worker: never clear it
@@ -122,13 +123,11 @@ def build_bucket(wh: Warehouse, task: BucketTask) -> dict:
         out.abort()
         raise
     files = out.close()
-    info = {"records": sum(f.records for f in files), "bytes": sum(f.bytes for f in files),
-            "files": [{"name": f.name, "records": f.records, "bytes": f.bytes} for f in files],
-            "record_index": wh.layout.record_index_name(bucket),
-            "algorithm_version": ALGORITHM_VERSION, **stats.as_dict(),
-            "inputs": ([wh.layout.date_url(layout.ATTRIBUTES, layout.parse_date(task.previous))] if task.previous
-                       else []) + [wh.layout.date_url(ds, layout.parse_date(d)) for ds, d in task.analysis_sets]}
-    wh.commit_bucket(layout.ATTRIBUTES, date, bucket, info)
+    inputs = ([wh.layout.date_url(layout.ATTRIBUTES, layout.parse_date(task.previous))] if task.previous
+              else []) + [wh.layout.date_url(ds, layout.parse_date(d)) for ds, d in task.analysis_sets]
+    info = BucketManifest.of_files(bucket, files, record_index=wh.layout.record_index_name(bucket),
+                                   algorithm_version=ALGORITHM_VERSION, inputs=inputs, **stats.manifest_fields())
+    wh.commit_bucket(layout.ATTRIBUTES, date, info)
     return info
 
 

@@ -43,9 +43,9 @@ class MRDailyAttributes(MRJob):
         wh = Warehouse(Layout(task.root, task.project, task.metadata_project),
                        storage_for(task.root, self.options.s3_endpoint_url))
         info = build_bucket(wh, task)
-        self.increment_counter("attributes", "computed", info["counts"]["computed"])
-        self.increment_counter("attributes", "kept", info["counts"]["kept"])
-        yield task.bucket, {k: v for k, v in info.items() if k in ("records", "bytes", "counts")}
+        self.increment_counter("attributes", "computed", info.counts["computed"])
+        self.increment_counter("attributes", "kept", info.counts["kept"])
+        yield task.bucket, {"records": info.records, "bytes": info.bytes, "counts": info.counts}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pipeline.attributes.daily import BucketTask, yesterday
 from pipeline.attributes.maths import ALGORITHM_VERSION
 from pipeline.attributes.summary import combine_summaries
 from pipeline.formats import ATTRIBUTES, fingerprint
+from pipeline.manifest import BucketManifest, Manifest
 from pipeline.ops.quality import QualitySettings, enforce
 from pipeline.snapshots.schedule import analysis_set, state_as_of
 from pipeline.warehouse import Warehouse
@@ -45,7 +46,7 @@ def plan(wh: Warehouse, date: dt.date, buckets: int, start: dt.date,
     """("incremental" | "full", one task per bucket)."""
     previous = yesterday(date) if continues_chain(wh, date, start) else None
     if previous is not None and wh.is_complete(layout.ATTRIBUTES, previous):
-        version = wh.manifest(layout.ATTRIBUTES, previous).get("algorithm_version")
+        version = wh.manifest(layout.ATTRIBUTES, previous).algorithm_version
         if version != ALGORITHM_VERSION:
             log.warning("attributes of %s were made by algorithm %s, now %s: recomputing every track on %s",
                         previous, version, ALGORITHM_VERSION, date)
@@ -89,7 +90,7 @@ def run_job(tasks: list[BucketTask], runner: str, conf_path: str | None = None,
 
 def build_snapshot(wh: Warehouse, date: dt.date, buckets: int, start: dt.date, runner: str = "inline",
                    conf_path: str | None = None, s3_endpoint_url: str | None = None,
-                   quality: QualitySettings | None = None) -> dict:
+                   quality: QualitySettings | None = None) -> Manifest:
     """Build the missing buckets of ``attributes/<date>``, pass the quality gate, publish (idempotent)."""
     if wh.is_complete(layout.ATTRIBUTES, date):
         return wh.manifest(layout.ATTRIBUTES, date)
@@ -101,11 +102,11 @@ def build_snapshot(wh: Warehouse, date: dt.date, buckets: int, start: dt.date, r
     run_job(todo, runner, conf_path, s3_endpoint_url)
     entries = wh.bucket_manifests(layout.ATTRIBUTES, date, buckets)
 
-    def gate(staged: list[dict]) -> None:
+    def gate(staged: list[BucketManifest]) -> None:
         enforce(staged, quality, f"{layout.ATTRIBUTES}/{layout.format_date(date)}",
                 expected_schema=fingerprint(ATTRIBUTES),
                 schema_of=lambda e: wh.staged_schema_fingerprint(layout.ATTRIBUTES, date, e))
 
     return wh.publish(layout.ATTRIBUTES, date, ATTRIBUTES, buckets, gate=gate, mode=mode,
                       algorithm_version=ALGORITHM_VERSION,
-                      summary=combine_summaries(entries), inputs=sorted({u for e in entries for u in e["inputs"]}))
+                      summary=combine_summaries(entries), inputs=sorted({u for e in entries for u in e.inputs or ()}))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.manifest import BucketManifest
 from pipeline.ops.quality import ATTRIBUTE_RANGES, QualityStats
 
 VALUE_FIELDS = ("duration", "tempo", "beat_tempo", "loudness", "loudness_mean", "key", "estimated_key", "mode",
@@ -70,13 +71,14 @@ class BucketStats:
                                                  "loudness": loudness}, col["segment_rate"])
         self._ids, self._rows = [], []
 
-    def as_dict(self) -> dict:
+    def manifest_fields(self) -> dict:
+        """The bucket manifest's ``counts``, ``summary`` and ``quality``."""
         self._fold()
         return {"counts": {"kept": self.kept, "computed": self.computed, "dropped": self.dropped,
                            "without_analysis": self.without_analysis},
                 "summary": {"tempo_histogram": {"edges": TEMPO_EDGES, "counts": self.tempo.tolist()},
                             "key_histogram": self.keys.tolist(), "mode_counts": self.modes.tolist()},
-                "quality": self.quality.as_dict(self.z_threshold)}
+                "quality": self.quality.report(self.z_threshold)}
 
 
 def _counts(values: np.ndarray, size: int) -> np.ndarray:
@@ -85,12 +87,12 @@ def _counts(values: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(valid.astype(np.int64), minlength=size)
 
 
-def combine_summaries(entries: list[dict]) -> dict:
+def combine_summaries(entries: list[BucketManifest]) -> dict:
     """Sum the per-bucket histograms into the dataset manifest's summary (read by the status view)."""
     total = {"tempo_histogram": {"edges": TEMPO_EDGES, "counts": [0] * (len(TEMPO_EDGES) - 1)},
              "key_histogram": [0] * 12, "mode_counts": [0, 0]}
     for entry in entries:
-        s = entry["summary"]
+        s = entry.summary
         total["tempo_histogram"]["counts"] = [a + b for a, b in zip(total["tempo_histogram"]["counts"],
                                                                     s["tempo_histogram"]["counts"], strict=True)]
         total["key_histogram"] = [a + b for a, b in zip(total["key_histogram"], s["key_histogram"], strict=True)]

@@ -82,20 +82,20 @@ def day_summary(wh: Warehouse, date: dt.date, seconds: float) -> dict:
     kind, dataset = next((k, d) for k, d in (("full", layout.ANALYSIS_FULL), ("incr", layout.ANALYSIS_INCREMENTAL))
                          if wh.is_complete(d, date))
     manifest = wh.manifest(dataset, date)
-    buckets = manifest["bucket_manifests"].values()
-    counts, delta = manifest["counts"], {}
+    buckets = manifest.entries()
+    counts, delta = manifest.counts, {}
     for b in buckets:
-        for key, value in b.get("delta", {}).items():
+        for key, value in (b.delta or {}).items():
             delta[key] = delta.get(key, 0) + value
-    downloaded = sum(b.get("requests", {}).get("bytes", 0) for b in buckets)
-    fetch_seconds = sum(b.get("seconds", 0.0) for b in buckets)
-    first = "merge" not in next(iter(buckets)) and kind == "full"
+    downloaded = sum((b.requests or {}).get("bytes", 0) for b in buckets)
+    fetch_seconds = sum(b.seconds or 0.0 for b in buckets)
+    first = buckets[0].merge is None and kind == "full"
     return {"date": layout.format_date(date), "kind": "full (first ingest)" if first else
             ("full (compaction)" if kind == "full" else "incremental"),
             "new": delta.get("new", counts.get("ingested", 0)) if not first else counts.get("ingested", 0),
             "retried": delta.get("retried", 0), "ingested": counts.get("ingested", 0),
             "missing": counts.get("missing", 0), "invalid": counts.get("invalid", 0),
-            "failed": counts.get("failed", 0), "records": manifest["records"], "mb": manifest["bytes"] / 1e6,
+            "failed": counts.get("failed", 0), "records": manifest.records, "mb": manifest.bytes / 1e6,
             "tracks_per_s": counts.get("ingested", 0) / fetch_seconds if fetch_seconds else 0.0,
             "mb_per_s": downloaded / 1e6 / fetch_seconds if fetch_seconds else 0.0, "seconds": seconds}
 
@@ -112,15 +112,15 @@ def print_days(rows: list[dict]) -> None:
 def print_warehouse(wh: Warehouse) -> None:
     for dataset in (layout.ANALYSIS_FULL, layout.ANALYSIS_INCREMENTAL):
         dates = wh.complete_dates(dataset)
-        size = sum(wh.manifest(dataset, d)["bytes"] for d in dates) / 1e6
+        size = sum(wh.manifest(dataset, d).bytes for d in dates) / 1e6
         print(f"  {dataset}: {len(dates)} date(s) kept, {size:.1f} MB: {', '.join(map(str, dates))}")
 
 
 def print_attributes(wh: Warehouse, date: dt.date) -> None:
     """The attributes snapshot of the last day: counts, a few rows, and agreement on real documents."""
     manifest = wh.manifest(layout.ATTRIBUTES, date)
-    print(f"\ndemo: attributes/{date}: {manifest['records']} tracks ({manifest['mode']} build), "
-          f"{manifest['bytes'] / 1e3:.0f} kB, algorithm {manifest['algorithm_version']}")
+    print(f"\ndemo: attributes/{date}: {manifest.records} tracks ({manifest.mode} build), "
+          f"{manifest.bytes / 1e3:.0f} kB, algorithm {manifest.algorithm_version}")
     rows = [r for b in range(3) for r in itertools.islice(wh.read_bucket(layout.ATTRIBUTES, date, b, manifest), 2)]
     print(f"  {'track':<22} {'tempo':>7} {'beat tempo':>10} {'key':>4} {'est key':>7} {'mode':>4} "
           f"{'loudness':>8} {'range dB':>8} {'seg/s':>6}")

@@ -21,6 +21,7 @@ from pipeline.formats import ANALYSIS, IDS, LEDGER, fingerprint
 from pipeline.formats.avro_io import RollingWriter, open_writer, write_file
 from pipeline.ingest import engine
 from pipeline.ingest.engine import INGESTED, Counts, Result, WorkItem
+from pipeline.manifest import BucketManifest, Manifest
 from pipeline.ops.quality import ANALYSIS_RANGES, QualitySettings, QualityStats, analysis_values, enforce
 from pipeline.source.base import Source
 from pipeline.warehouse import Warehouse
@@ -89,12 +90,11 @@ class BucketWriter:
         self._index({"track_id": record["track_id"], "source_updated_at": record["source_updated_at"]})
         self.quality.observe(record["track_id"], *analysis_values(record))
 
-    def close(self) -> dict:
+    def close(self) -> BucketManifest:
         files = self.parts.close()
         self._stack.close()
-        return {"records": sum(f.records for f in files), "bytes": sum(f.bytes for f in files),
-                "files": [{"name": f.name, "records": f.records, "bytes": f.bytes} for f in files],
-                "index": self.wh.layout.index_name(self.bucket), "quality": self.quality.as_dict(self.z_threshold)}
+        return BucketManifest.of_files(self.bucket, files, index=self.wh.layout.index_name(self.bucket),
+                                       quality=self.quality.report(self.z_threshold))
 
     def abort(self) -> None:
         self.parts.abort()
@@ -120,7 +120,7 @@ def fetch(source: Source, items: Iterable[WorkItem], settings: ChunkSettings, da
     return counts, problems
 
 
-def committed_bucket(wh: Warehouse, dataset: str, date: dt.date, bucket: int) -> dict | None:
+def committed_bucket(wh: Warehouse, dataset: str, date: dt.date, bucket: int) -> BucketManifest | None:
     """The bucket's manifest if it is already committed (or its date published), else None.
 
     A chunk's ``complete()`` is asked when the worker schedules it, not when it runs: without a
@@ -129,18 +129,18 @@ def committed_bucket(wh: Warehouse, dataset: str, date: dt.date, bucket: int) ->
     bucket is never rebuilt (delete its ``_buckets`` manifest to force that).
     """
     if wh.is_complete(dataset, date):
-        return wh.manifest(dataset, date)["bucket_manifests"][layout.bucket_name(bucket)]
+        return wh.manifest(dataset, date).bucket(bucket)
     if wh.bucket_committed(dataset, date, bucket):
         log.warning("%s %s bucket %d is already committed (another worker?): not rebuilding it",
                     dataset, layout.format_date(date), bucket)
-        return wh.read_json(wh.layout.bucket_manifest_url(dataset, date, bucket))
+        return wh.staged_bucket(dataset, date, bucket)
     return None
 
 
 def ingest_bucket(wh: Warehouse, source: Source, dataset: str, date: dt.date, bucket: int,
                   items: Iterable[WorkItem], settings: ChunkSettings, carried_ledger: Iterable[dict] = (),
                   progress: Callable[[Counts], None] | None = None, inputs: list[str] | None = None,
-                  details: Callable[[], dict] | None = None) -> dict:
+                  details: Callable[[], dict] | None = None) -> BucketManifest:
     """Ingest the ``items`` (sorted by track id) into ``bucket`` of ``dataset``; returns the bucket manifest.
 
     ``carried_ledger`` (sorted) joins the bucket's ledger after the fetch; ``details`` adds
@@ -157,12 +157,13 @@ def ingest_bucket(wh: Warehouse, source: Source, dataset: str, date: dt.date, bu
     except BaseException:
         writer.abort()
         raise
-    info = writer.close()
+    written = writer.close()
     ledger_records = write_ledger_bucket(wh, date, bucket, heapq.merge(carried_ledger, problems,
                                                                        key=lambda e: e["track_id"]), settings.codec)
-    info.update({"counts": counts.as_dict(), "ledger_records": ledger_records, "requests": source.stats.as_dict(),
-                 "seconds": round(counts.seconds, 3), "inputs": inputs or [], **(details() if details else {})})
-    wh.commit_bucket(dataset, date, bucket, info)
+    info = written.with_details(counts=counts.as_dict(), ledger_records=ledger_records,
+                                requests=source.stats.as_dict(), seconds=round(counts.seconds, 3),
+                                inputs=inputs or [], **(details() if details else {}))
+    wh.commit_bucket(dataset, date, info)
     log.info("%s: %s in %.1fs", where, counts.as_dict(), counts.seconds)
     return info
 
@@ -172,19 +173,17 @@ def write_ledger_bucket(wh: Warehouse, date: dt.date, bucket: int, entries: Iter
     url = wh.layout.part_url(layout.LEDGER, date, bucket, 0)
     name = url.rsplit("/", 1)[-1]
     info = write_file(wh.storage, url, LEDGER, entries, codec, identity=f"{layout.LEDGER}/{date}/{name}")
-    wh.commit_bucket(layout.LEDGER, date, bucket, {
-        "records": info.records, "bytes": info.bytes,
-        "files": [{"name": info.name, "records": info.records, "bytes": info.bytes}]})
+    wh.commit_bucket(layout.LEDGER, date, BucketManifest.of_files(bucket, [info]))
     return info.records
 
 
 def publish_analysis(wh: Warehouse, dataset: str, date: dt.date, buckets: int,
-                     quality: QualitySettings | None = None, **extra) -> dict:
+                     quality: QualitySettings | None = None, **extra) -> Manifest:
     """Gate, publish the ledger of ``date``, then the analysis dataset itself (``_SUCCESS`` last)."""
     quality = quality or QualitySettings()
     where = f"{dataset}/{layout.format_date(date)}"
 
-    def gate(entries: list[dict]) -> None:
+    def gate(entries: list[BucketManifest]) -> None:
         enforce(entries, quality, where, expected_schema=fingerprint(ANALYSIS),
                 schema_of=lambda e: wh.staged_schema_fingerprint(dataset, date, e))
 

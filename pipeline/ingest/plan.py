@@ -71,8 +71,7 @@ def plan(wh: Warehouse, source: Source, date: dt.date, buckets: int, key_templat
          prices: Prices) -> list[ChunkPlan]:
     """Per-chunk tracks, tracks found in the source, bytes, requests and estimated cost."""
     manifest = wh.manifest(layout.CATALOG, date)
-    chunks = [ChunkPlan(b, tracks=manifest["bucket_manifests"][layout.bucket_name(b)]["records"])
-              for b in range(buckets)]
+    chunks = [ChunkPlan(b, tracks=manifest.bucket(b).records) for b in range(buckets)]
     hashes, owners = _catalog_keys(wh, date, buckets, key_template)
     found = np.zeros(buckets, dtype=np.int64)
     size = np.zeros(buckets, dtype=np.int64)

@@ -19,9 +19,9 @@ URL = re.compile(r"\S+://\S+")  # group reasons by their text, not by the object
 
 
 def summarise(wh: Warehouse, date, outcome: str | None = None, grep: str | None = None, limit: int = 20) -> str:
-    manifest = wh.manifest(layout.LEDGER, date)
+    manifest = wh.manifest(layout.LEDGER, date, whole=True)
     outcomes, reasons, shown = collections.Counter(), collections.Counter(), []
-    for bucket in range(manifest["buckets"]):
+    for bucket in range(manifest.buckets):
         for entry in wh.read_bucket(layout.LEDGER, date, bucket, manifest):
             if (outcome and entry["outcome"] != outcome) or (grep and grep not in entry["reason"]):
                 continue

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.errors import QualityGateError
+from pipeline.manifest import BucketManifest, QualityReport
 
 MIN_FOR_ANOMALIES = 20  # below this a bucket's median/MAD mean little
 ANALYSIS_RANGES = {"tempo": (0.0, 500.0), "loudness": (-100.0, 10.0), "key": (-1, 11), "mode": (0, 1),
@@ -107,9 +108,9 @@ class QualityStats:
         z = np.abs(x - median) / mad
         return int((z > z_threshold).any(axis=1).sum())
 
-    def as_dict(self, z_threshold: float) -> dict:
-        return {"checked": self.checked, "out_of_range": dict(sorted(self.out_of_range.items())),
-                "anomalies": self.anomalies(z_threshold), "examples": self.examples, "z_threshold": z_threshold}
+    def report(self, z_threshold: float) -> QualityReport:
+        return QualityReport(self.checked, dict(sorted(self.out_of_range.items())), self.anomalies(z_threshold),
+                             self.examples, z_threshold)
 
 
 def analysis_values(record: dict) -> tuple[dict, float | None]:
@@ -126,28 +127,29 @@ def attribute_values(record: dict) -> tuple[dict, float | None]:
     return values, record.get("segment_rate")
 
 
-def check(entries: list[dict], settings: QualitySettings, where: str, expected_schema: str | None = None,
+def check(entries: list[BucketManifest], settings: QualitySettings, where: str, expected_schema: str | None = None,
           schema_of=None) -> list[str]:
     """Every failed check of a dataset about to be published (empty when it may publish)."""
     failures = []
-    checked = sum(e.get("quality", {}).get("checked", 0) for e in entries)
-    records = sum(e["records"] for e in entries)
+    reports = [e.quality or QualityReport() for e in entries]
+    checked = sum(q.checked for q in reports)
+    records = sum(e.records for e in entries)
     if checked != records:
         failures.append(f"{checked} records checked but {records} written")
     for e in entries:
-        counts = e.get("counts", {})
-        if "ingested" in counts and "merge" not in e and counts["ingested"] != e["records"]:
-            failures.append(f"bucket {e['bucket']}: {counts['ingested']} ingested but {e['records']} written")
-        if "merge" in e and not e["merge"].get("verified"):
-            failures.append(f"bucket {e['bucket']}: compaction not verified")
-    bad = {}
-    for e in entries:
-        for name, n in e.get("quality", {}).get("out_of_range", {}).items():
+        counts = e.counts or {}
+        if "ingested" in counts and e.merge is None and counts["ingested"] != e.records:
+            failures.append(f"bucket {e.bucket}: {counts['ingested']} ingested but {e.records} written")
+        if e.merge is not None and not e.merge.verified:
+            failures.append(f"bucket {e.bucket}: compaction not verified")
+    bad: dict[str, int] = {}
+    for q in reports:
+        for name, n in q.out_of_range.items():
             bad[name] = bad.get(name, 0) + n
     if checked and sum(bad.values()) / checked > settings.max_out_of_range_ratio:
-        examples = [x for e in entries for x in e.get("quality", {}).get("examples", [])][:5]
+        examples = [x for q in reports for x in q.examples][:5]
         failures.append(f"values out of their documented ranges: {bad} (e.g. {'; '.join(examples)})")
-    anomalies = sum(e.get("quality", {}).get("anomalies", 0) for e in entries)
+    anomalies = sum(q.anomalies for q in reports)
     if checked and anomalies / checked > settings.max_anomaly_ratio:
         failures.append(f"{anomalies} of {checked} records ({anomalies / checked:.1%}) are anomalous "
                         f"(robust z > {settings.z_threshold:g}); [quality] max_anomaly_ratio = "
@@ -156,11 +158,11 @@ def check(entries: list[dict], settings: QualitySettings, where: str, expected_s
         for e in entries:
             found = schema_of(e)
             if found is not None and found != expected_schema:
-                failures.append(f"bucket {e['bucket']}: files written with another schema")
+                failures.append(f"bucket {e.bucket}: files written with another schema")
     return failures
 
 
-def enforce(entries: list[dict], settings: QualitySettings, where: str, **schema_check) -> None:
+def enforce(entries: list[BucketManifest], settings: QualitySettings, where: str, **schema_check) -> None:
     """Raise ``QualityGateError`` naming every failed check; no-op when the gate is disabled."""
     if not settings.enabled:
         return

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from pipeline import layout
 from pipeline.errors import IncompleteDatasetError, PipelineError
+from pipeline.manifest import Manifest
 from pipeline.storage import join
 from pipeline.warehouse import Warehouse
 
@@ -47,7 +48,7 @@ class Cell:
 
     state: str
     records: int | None = None
-    manifest: dict | None = field(default=None, repr=False, compare=False)
+    manifest: Manifest | None = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str:
@@ -64,7 +65,7 @@ class WarehouseStatus:
     dates: tuple[dt.date, ...]
     cells: dict[tuple[str, dt.date], Cell]
     attributes_date: dt.date | None = None
-    attributes_manifest: dict | None = field(default=None, repr=False)
+    attributes_manifest: Manifest | None = field(default=None, repr=False)
 
     def cell(self, dataset: str, date: dt.date) -> Cell:
         return self.cells[(dataset, date)]
@@ -74,21 +75,21 @@ class WarehouseStatus:
         manifests = [c.manifest for d in ANALYSIS_SETS if (c := self.cell(d, date)).manifest is not None]
         if not manifests:
             return None
-        return {k: sum(m.get("counts", {}).get(k, 0) for m in manifests) for k in OUTCOMES}
+        return {k: sum(m.counts.get(k, 0) for m in manifests) for k in OUTCOMES}
 
     @property
     def summary(self) -> dict | None:
         """The latest attributes snapshot's histograms (``None`` when it has none)."""
-        return (self.attributes_manifest or {}).get("summary") or None
+        return self.attributes_manifest.summary or None if self.attributes_manifest else None
 
 
 def _read_manifest(wh: Warehouse, dataset: str, date: dt.date) -> Cell:
     # The listing already proved completeness: read the manifest straight away (no exists() first).
     try:
-        manifest = wh.read_json(wh.layout.manifest_url(dataset, date))
+        manifest = wh.load_manifest(dataset, date)
     except IncompleteDatasetError:
         return Cell(UNREADABLE)
-    return Cell(COMPLETE, manifest.get("records"), manifest)
+    return Cell(COMPLETE, manifest.records, manifest)
 
 
 def _listings(wh: Warehouse) -> dict[str, tuple[set[dt.date], set[dt.date]]]:
@@ -161,7 +162,7 @@ def render_distributions(status: WarehouseStatus) -> list[str]:
     if status.attributes_date is None:
         return [f"Attributes: no complete snapshot up to {status.dates[-1]}."]
     head = f"Attributes {status.attributes_date} (latest complete snapshot up to {status.dates[-1]})"
-    records = (status.attributes_manifest or {}).get("records")
+    records = status.attributes_manifest.records if status.attributes_manifest else None
     head += f": {records:,} tracks" if records is not None else ""
     summary = status.summary
     if summary is None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import layout
+from pipeline.manifest import Manifest
 from pipeline.serving.errors import PublishError
 from pipeline.serving.features import FeatureCollector
 from pipeline.serving.similarity import SimilarityIndex, index_path
@@ -51,9 +52,9 @@ class PublishResult:
     noop: bool = False
 
 
-def snapshot_records(wh: Warehouse, date: dt.date, manifest: dict) -> Iterator[dict]:
+def snapshot_records(wh: Warehouse, date: dt.date, manifest: Manifest) -> Iterator[dict]:
     """Every record of a complete attributes date, bucket after bucket (sorted by id within each)."""
-    for bucket in range(manifest["buckets"]):
+    for bucket in range(manifest.buckets):
         yield from wh.read_bucket(layout.ATTRIBUTES, date, bucket, manifest)
 
 
@@ -67,8 +68,8 @@ def publish_snapshot(wh: Warehouse, date: dt.date, store: AttributeStore, index_
                      batch_size: int = 1000, concurrency: int = 1, approximate: bool | None = None) -> PublishResult:
     """Make the attributes snapshot of ``date`` the store's active version (see the module docstring)."""
     version = layout.format_date(date)
-    manifest = wh.manifest(layout.ATTRIBUTES, date)
-    result = PublishResult(version, manifest["records"], index=index_path(index_dir, version))
+    manifest = wh.manifest(layout.ATTRIBUTES, date, whole=True)
+    result = PublishResult(version, manifest.records, index=index_path(index_dir, version))
     if is_published(store, version, index_dir):
         result.noop = True
         return result
@@ -86,7 +87,7 @@ def publish_snapshot(wh: Warehouse, date: dt.date, store: AttributeStore, index_
     return result
 
 
-def _load_and_index(wh: Warehouse, date: dt.date, manifest: dict, store: AttributeStore, result: PublishResult,
+def _load_and_index(wh: Warehouse, date: dt.date, manifest: Manifest, store: AttributeStore, result: PublishResult,
                     batch_size: int, concurrency: int, approximate: bool | None) -> None:
     version = result.version
     if version in store.versions():
@@ -105,7 +106,7 @@ def _load_and_index(wh: Warehouse, date: dt.date, manifest: dict, store: Attribu
     _save_index(collector, result, approximate)
 
 
-def _index_only(wh: Warehouse, date: dt.date, manifest: dict, result: PublishResult,
+def _index_only(wh: Warehouse, date: dt.date, manifest: Manifest, result: PublishResult,
                 approximate: bool | None) -> None:
     collector = FeatureCollector(result.records)
     for record in snapshot_records(wh, date, manifest):

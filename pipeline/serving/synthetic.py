@@ -25,6 +25,7 @@ from pipeline import layout
 from pipeline.bucketing import bucket_of
 from pipeline.demo.synthetic import BASE62, TIMBRE_MEAN_SD, TIMBRE_SD, kk_profile, make_track_ids, synth_analysis
 from pipeline.formats import ATTRIBUTES
+from pipeline.manifest import BucketManifest, Manifest
 from pipeline.serving.features import DIM, Features
 from pipeline.warehouse import Warehouse
 
@@ -43,7 +44,7 @@ def attribute_records(n: int, seed: int) -> Iterator[dict]:
 
 
 def write_snapshot(wh: Warehouse, date: dt.date, records: Iterable[dict], buckets: int = 4,
-                   records_per_part: int = 20000, codec: str = "null") -> dict:
+                   records_per_part: int = 20000, codec: str = "null") -> Manifest:
     """Publish ``records`` as ``attributes/<date>``: bucketed by id, sorted within buckets, committed, published."""
     from pipeline.formats.avro_io import RollingWriter
 
@@ -57,10 +58,7 @@ def write_snapshot(wh: Warehouse, date: dt.date, records: Iterable[dict], bucket
                                ATTRIBUTES, codec, records_per_part, f"{layout.ATTRIBUTES}/{date}")
         for row in rows:
             writer.write(row)
-        files = writer.close()
-        wh.commit_bucket(layout.ATTRIBUTES, date, bucket, {
-            "records": len(rows), "bytes": sum(f.bytes for f in files),
-            "files": [{"name": f.name, "records": f.records, "bytes": f.bytes} for f in files]})
+        wh.commit_bucket(layout.ATTRIBUTES, date, BucketManifest.of_files(bucket, writer.close()))
     return wh.publish(layout.ATTRIBUTES, date, ATTRIBUTES, buckets)
 
 

@@ -19,6 +19,7 @@ from pipeline.formats import ANALYSIS
 from pipeline.formats.analysis import upgrade
 from pipeline.formats.avro_io import RollingWriter, read_records
 from pipeline.ingest.chunk import BucketWriter, ChunkSettings, committed_bucket, fetch, write_ledger_bucket
+from pipeline.manifest import BucketManifest, MergeReport
 from pipeline.snapshots.incremental import DeltaPlan, delta_inputs, plan_delta
 from pipeline.snapshots.merge import MergeStats, keep_ids, merge_newest
 from pipeline.snapshots.retry import RetryPolicy
@@ -51,7 +52,7 @@ def _fetch_delta(wh: Warehouse, source: Source, date: dt.date, bucket: int, sett
 
 
 def compact_bucket(wh: Warehouse, source: Source, date: dt.date, bucket: int, settings: ChunkSettings,
-                   policy: RetryPolicy, key_template: str, progress=None) -> dict:
+                   policy: RetryPolicy, key_template: str, progress=None) -> BucketManifest:
     """Build and commit one bucket of the full snapshot of ``date`` by compaction."""
     done = committed_bucket(wh, layout.ANALYSIS_FULL, date, bucket)  # by another worker: never redo it
     if done is not None:
@@ -75,15 +76,14 @@ def compact_bucket(wh: Warehouse, source: Source, date: dt.date, bucket: int, se
         except BaseException:
             writer.abort()
             raise
-        info = writer.close()
-    if info["records"] != stats.inputs - stats.replaced - stats.dropped:
-        raise QualityGateError(f"compaction {date} bucket {bucket}: wrote {info['records']} records from "
+        written = writer.close()
+    if written.records != stats.inputs - stats.replaced - stats.dropped:
+        raise QualityGateError(f"compaction {date} bucket {bucket}: wrote {written.records} records from "
                                f"{stats.inputs} inputs - {stats.replaced} replaced - {stats.dropped} dropped")
     wh.clear_bucket(layout.LEDGER, date, bucket)
     ledger_records = write_ledger_bucket(wh, date, bucket, ledger_rows, settings.codec)
     inputs = [wh.layout.date_url(dataset, day) for dataset, day in state.sets()]
-    info.update({**details, "ledger_records": ledger_records, "inputs": inputs,
-                 "merge": {"inputs": stats.inputs, "replaced": stats.replaced, "taken_down": stats.dropped,
-                           "verified": True}})
-    wh.commit_bucket(layout.ANALYSIS_FULL, date, bucket, info)
+    info = written.with_details(**details, ledger_records=ledger_records, inputs=inputs,
+                                merge=MergeReport(stats.inputs, stats.replaced, stats.dropped, verified=True))
+    wh.commit_bucket(layout.ANALYSIS_FULL, date, info)
     return info

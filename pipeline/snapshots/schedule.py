@@ -87,6 +87,6 @@ def kind_for(wh: Warehouse, date: dt.date, start: dt.date, policy: CompactionPol
     state = state_as_of(wh, date - dt.timedelta(days=1))
     if (date - state.full).days >= policy.every_days:
         return FULL
-    full_records = wh.manifest(layout.ANALYSIS_FULL, state.full)["records"]
-    since = sum(wh.manifest(layout.ANALYSIS_INCREMENTAL, d)["records"] for d in state.incrementals)
+    full_records = wh.manifest(layout.ANALYSIS_FULL, state.full).records
+    since = sum(wh.manifest(layout.ANALYSIS_INCREMENTAL, d).records for d in state.incrementals)
     return FULL if since > policy.max_incremental_ratio * max(full_records, 1) else INCREMENTAL

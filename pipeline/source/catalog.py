@@ -23,6 +23,7 @@ from pipeline.bucketing import bucket_of, is_track_id
 from pipeline.errors import CatalogError
 from pipeline.formats import CATALOG as CATALOG_SCHEMA
 from pipeline.formats.avro_io import read_records, write_file
+from pipeline.manifest import BucketManifest, Manifest
 from pipeline.storage import join
 from pipeline.warehouse import Warehouse
 
@@ -96,7 +97,7 @@ def _sorted_unique(path: str, rejected: _Rejections) -> list[CatalogRow]:
     return out
 
 
-def build_catalog(wh: Warehouse, date: dt.date, buckets: int) -> dict:
+def build_catalog(wh: Warehouse, date: dt.date, buckets: int) -> Manifest:
     """Write the bucketed catalog of ``date`` to staging and publish it; returns its manifest."""
     rejected = _Rejections()
     with tempfile.TemporaryDirectory(prefix="catalog-spill-") as spill_dir:
@@ -109,9 +110,7 @@ def build_catalog(wh: Warehouse, date: dt.date, buckets: int) -> dict:
             url = wh.layout.part_url(layout.CATALOG, date, bucket, 0)
             info = write_file(wh.storage, url, CATALOG_SCHEMA, (r._asdict() for r in rows), codec="deflate",
                               identity=f"{layout.CATALOG}/{layout.format_date(date)}/{url.rsplit('/', 1)[-1]}")
-            wh.commit_bucket(layout.CATALOG, date, bucket, {
-                "records": info.records, "bytes": info.bytes,
-                "files": [{"name": info.name, "records": info.records, "bytes": info.bytes}]})
+            wh.commit_bucket(layout.CATALOG, date, BucketManifest.of_files(bucket, [info]))
     if any(rejected.counts.values()):
         log.warning("metadata dump %s: rejected %s, e.g. %s", date, rejected.counts, rejected.examples[:5])
     return wh.publish(layout.CATALOG, date, CATALOG_SCHEMA, buckets,
@@ -119,7 +118,7 @@ def build_catalog(wh: Warehouse, date: dt.date, buckets: int) -> dict:
                       rejected=rejected.counts, rejected_examples=rejected.examples)
 
 
-def read_catalog_bucket(wh: Warehouse, date: dt.date, bucket: int, manifest: dict | None = None
+def read_catalog_bucket(wh: Warehouse, date: dt.date, bucket: int, manifest: Manifest | None = None
                         ) -> Iterator[CatalogRow]:
     """Stream one bucket of the catalog of ``date`` in track id order."""
     for rec in wh.read_bucket(layout.CATALOG, date, bucket, manifest):

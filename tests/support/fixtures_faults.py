@@ -90,7 +90,7 @@ def new_warehouse(root: Path | str, rows: list[dict], date: dt.date = FAULT_DATE
 def dataset_records(wh: Warehouse, dataset: str, date: dt.date = FAULT_DATE) -> list[dict]:
     """Every record of a published date, bucket by bucket, as a reader gets them."""
     manifest = wh.manifest(dataset, date)
-    return [r for b in range(manifest["buckets"]) for r in wh.read_bucket(dataset, date, b, manifest)]
+    return [r for b in range(manifest.buckets) for r in wh.read_bucket(dataset, date, b, manifest)]
 
 
 def visible(wh: Warehouse) -> dict[str, list[str]]:
@@ -116,15 +116,15 @@ def assert_published_whole(wh: Warehouse) -> int:
             assert wh.is_complete(dataset, date), f"{dataset}/{name} is visible without {layout.SUCCESS}"
             manifest = wh.manifest(dataset, date)
             total = 0
-            for bucket, entry in manifest["bucket_manifests"].items():
-                for f in entry["files"]:
-                    url = wh.layout.file_url(dataset, date, f["name"])
+            for bucket, entry in manifest.bucket_manifests.items():
+                for f in entry.files:
+                    url = wh.layout.file_url(dataset, date, f.name)
                     assert wh.storage.exists(url), f"{url} is named by the manifest but missing"
-                    assert wh.storage.size(url) == f["bytes"], f"{url} has the wrong size"
-                    assert sum(1 for _ in read_records(wh.storage, url)) == f["records"], url
-                total += entry["records"]
-                assert entry["records"] == sum(f["records"] for f in entry["files"]), f"{dataset} bucket {bucket}"
-            assert total == manifest["records"], f"{dataset}/{name}: bucket records do not add up"
+                    assert wh.storage.size(url) == f.bytes, f"{url} has the wrong size"
+                    assert sum(1 for _ in read_records(wh.storage, url)) == f.records, url
+                total += entry.records
+                assert entry.records == sum(f.records for f in entry.files), f"{dataset} bucket {bucket}"
+            assert total == manifest.records, f"{dataset}/{name}: bucket records do not add up"
             checked += 1
     return checked
 
