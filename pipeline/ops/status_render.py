@@ -20,7 +20,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from pipeline.ops.status import (  # noqa: E402
+from pipeline.ops.status_model import (  # noqa: E402
     ABSENT,
     COLUMNS,
     COMPLETE,
