@@ -187,7 +187,7 @@ class S3Storage(Storage):
     def __init__(self, endpoint_url: str | None = None, client=None):
         from luigi.contrib.s3 import S3Client
 
-        from pipeline.source.redact import redact_credentials_in_logs
+        from pipeline.redact import redact_credentials_in_logs
 
         redact_credentials_in_logs()
         kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}

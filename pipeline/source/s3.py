@@ -17,8 +17,8 @@ import botocore.config
 import botocore.exceptions as bx
 
 from pipeline.errors import SourceUnavailableError
+from pipeline.redact import redact_credentials_in_logs
 from pipeline.source.base import FAILED, MISSING, OK, Fetched, RequestStats, Source
-from pipeline.source.redact import redact_credentials_in_logs
 
 BODY_ERRORS = (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ReadTimeoutError, bx.ConnectionClosedError,
                bx.FlexibleChecksumError)
