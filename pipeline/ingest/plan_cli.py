@@ -6,13 +6,12 @@ import argparse
 import json
 import sys
 
-import luigi
-
-from pipeline import config
+from pipeline import config, layout
 from pipeline.errors import PipelineError
 from pipeline.ingest.plan import Prices, as_json, format_plan, plan
 from pipeline.layout import parse_date
 from pipeline.source import source_from_config
+from pipeline.source.catalog import build_catalog
 from pipeline.warehouse import Warehouse
 
 
@@ -23,13 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         date = parse_date(args.date)
-        # The bucketed catalog is cheap (local work on the dump); build it if it is not there yet.
-        from tasks.ingest import CatalogSnapshot
-
-        if not luigi.build([CatalogSnapshot(date=date)], local_scheduler=True, log_level="WARNING"):
-            print(f"error: could not build the catalog of {args.date}", file=sys.stderr)
-            return 2
-        chunks = plan(Warehouse.from_config(), source_from_config(), date, config.ingest().chunks,
+        wh = Warehouse.from_config()
+        # The bucketed catalog is cheap (local work on the dump); build it if it is not there yet,
+        # exactly as the CatalogSnapshot task would (an ingest later finds it complete).
+        if not wh.is_complete(layout.CATALOG, date):
+            build_catalog(wh, date, config.ingest().chunks)
+        chunks = plan(wh, source_from_config(), date, config.ingest().chunks,
                       config.source().key_template, Prices.from_config())
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
