@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ from pipeline.formats.avro_io import read_records
 from pipeline.layout import Layout
 from pipeline.manifest import BucketManifest, Manifest, sum_counts
 from pipeline.storage import Storage, join, storage_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,22 @@ class Warehouse:
         """The manifest of a bucket committed in staging."""
         url = self.layout.bucket_manifest_url(dataset, date, bucket)
         return BucketManifest.from_json(self.read_json(url), url)
+
+    def committed_bucket(self, dataset: str, date: dt.date, bucket: int) -> BucketManifest | None:
+        """The bucket's manifest if it is already committed (or its date published), else None.
+
+        A chunk's ``complete()`` is asked when the worker schedules it, not when it runs: without a
+        central scheduler another worker may commit the bucket in between. Clearing a committed bucket
+        while that worker publishes the date would publish it with files missing, so a committed
+        bucket is never rebuilt (delete its ``_buckets`` manifest to force that).
+        """
+        if self.is_complete(dataset, date):
+            return self.manifest(dataset, date).bucket(bucket)
+        if self.bucket_committed(dataset, date, bucket):
+            log.warning("%s %s bucket %d is already committed (another worker?): not rebuilding it",
+                        dataset, layout.format_date(date), bucket)
+            return self.staged_bucket(dataset, date, bucket)
+        return None
 
     def bucket_manifests(self, dataset: str, date: dt.date, buckets: int) -> list[BucketManifest]:
         return [self.staged_bucket(dataset, date, b) for b in range(buckets)]

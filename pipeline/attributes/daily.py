@@ -24,7 +24,6 @@ from pipeline.formats import ATTRIBUTES, fingerprint
 from pipeline.formats.arrays import arrays
 from pipeline.formats.avro_raw import read_raw
 from pipeline.formats.record_index import Entry, IndexedPartsWriter, copyable, read_entries, read_index
-from pipeline.ingest.chunk import committed_bucket
 from pipeline.manifest import BucketManifest
 from pipeline.snapshots.merge import merge_newest
 from pipeline.source.catalog import read_catalog_bucket
@@ -96,7 +95,7 @@ class BucketTask:
 def build_bucket(wh: Warehouse, task: BucketTask) -> BucketManifest:
     """Write and commit one bucket of ``attributes/<date>`` in staging; returns its bucket manifest."""
     date, bucket = layout.parse_date(task.date), task.bucket
-    done = committed_bucket(wh, layout.ATTRIBUTES, date, bucket)  # by another worker: never clear it
+    done = wh.committed_bucket(layout.ATTRIBUTES, date, bucket)  # by another worker: never clear it
     if done is not None:
         return done
     previous = _previous(wh, layout.parse_date(task.previous), bucket) if task.previous else ()

@@ -120,23 +120,6 @@ def fetch(source: Source, items: Iterable[WorkItem], settings: ChunkSettings, da
     return counts, problems
 
 
-def committed_bucket(wh: Warehouse, dataset: str, date: dt.date, bucket: int) -> BucketManifest | None:
-    """The bucket's manifest if it is already committed (or its date published), else None.
-
-    A chunk's ``complete()`` is asked when the worker schedules it, not when it runs: without a
-    central scheduler another worker may commit the bucket in between. Clearing a committed bucket
-    while that worker publishes the date would publish it with files missing, so a committed
-    bucket is never rebuilt (delete its ``_buckets`` manifest to force that).
-    """
-    if wh.is_complete(dataset, date):
-        return wh.manifest(dataset, date).bucket(bucket)
-    if wh.bucket_committed(dataset, date, bucket):
-        log.warning("%s %s bucket %d is already committed (another worker?): not rebuilding it",
-                    dataset, layout.format_date(date), bucket)
-        return wh.staged_bucket(dataset, date, bucket)
-    return None
-
-
 def ingest_bucket(wh: Warehouse, source: Source, dataset: str, date: dt.date, bucket: int,
                   items: Iterable[WorkItem], settings: ChunkSettings, carried_ledger: Iterable[dict] = (),
                   progress: Callable[[Counts], None] | None = None, inputs: list[str] | None = None,
@@ -147,7 +130,7 @@ def ingest_bucket(wh: Warehouse, source: Source, dataset: str, date: dt.date, bu
     fields to the bucket manifest once everything was consumed.
     """
     where = f"{dataset} {layout.format_date(date)} bucket {bucket}"
-    done = committed_bucket(wh, dataset, date, bucket)
+    done = wh.committed_bucket(dataset, date, bucket)
     if done is not None:
         return done
     wh.clear_bucket(layout.LEDGER, date, bucket)

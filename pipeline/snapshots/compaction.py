@@ -18,7 +18,7 @@ from pipeline.errors import QualityGateError
 from pipeline.formats import ANALYSIS
 from pipeline.formats.analysis import upgrade
 from pipeline.formats.avro_io import RollingWriter, read_records
-from pipeline.ingest.chunk import BucketWriter, ChunkSettings, committed_bucket, fetch, write_ledger_bucket
+from pipeline.ingest.chunk import BucketWriter, ChunkSettings, fetch, write_ledger_bucket
 from pipeline.manifest import BucketManifest, MergeReport
 from pipeline.snapshots.incremental import DeltaPlan, delta_inputs, plan_delta
 from pipeline.snapshots.merge import MergeStats, keep_ids, merge_newest
@@ -54,7 +54,7 @@ def _fetch_delta(wh: Warehouse, source: Source, date: dt.date, bucket: int, sett
 def compact_bucket(wh: Warehouse, source: Source, date: dt.date, bucket: int, settings: ChunkSettings,
                    policy: RetryPolicy, key_template: str, progress=None) -> BucketManifest:
     """Build and commit one bucket of the full snapshot of ``date`` by compaction."""
-    done = committed_bucket(wh, layout.ANALYSIS_FULL, date, bucket)  # by another worker: never redo it
+    done = wh.committed_bucket(layout.ANALYSIS_FULL, date, bucket)  # by another worker: never redo it
     if done is not None:
         return done
     state = state_as_of(wh, date - dt.timedelta(days=1))
@@ -67,7 +67,7 @@ def compact_bucket(wh: Warehouse, source: Source, date: dt.date, bucket: int, se
         stats = MergeStats()
         catalog_ids = (row.track_id for row in read_catalog_bucket(wh, date, bucket))
         merged = keep_ids(merge_newest(streams, stats), catalog_ids, stats)
-        if (done := committed_bucket(wh, layout.ANALYSIS_FULL, date, bucket)) is not None:
+        if (done := wh.committed_bucket(layout.ANALYSIS_FULL, date, bucket)) is not None:
             return done  # committed by another worker while this one fetched the delta
         writer = BucketWriter(wh, layout.ANALYSIS_FULL, date, bucket, settings)
         try:
