@@ -3,7 +3,7 @@
 Targets (issue 7): approximate similar-track search with recall@10 >= 0.9 at >= 10x the exact
 speed at 1M tracks. Everything runs on loopback in this process tree; request counts and
 durations are bounded. Feature vectors at scale come straight from numpy
-(``pipeline.serving.synthetic.clustered_features``: clustered like real catalogues, not
+(``pipeline.demo.synthetic_features.clustered_features``: clustered like real catalogues, not
 uniform noise). The random-hyperplane LSH here is the baseline that ``pipeline.serving.ann``
 (faiss IVF) was chosen over; it lives in this file only.
 
@@ -24,13 +24,13 @@ import numpy as np
 
 from benchmarks.common import DATE, save
 from pipeline.demo.synthetic import make_track_ids
+from pipeline.demo.synthetic_features import attribute_records, clustered_features, write_snapshot
 from pipeline.layout import Layout
 from pipeline.serving.api import running_service
 from pipeline.serving.publish import publish_snapshot
 from pipeline.serving.redis_server import running_redis_server
 from pipeline.serving.similarity import SimilarityIndex, exact_search
 from pipeline.serving.stores import open_store
-from pipeline.serving.synthetic import attribute_records, clustered_features, write_snapshot
 from pipeline.storage import LocalStorage
 from pipeline.warehouse import Warehouse
 

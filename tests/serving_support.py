@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import layout
+from pipeline.demo import synthetic_features as synthetic
 from pipeline.layout import Layout
-from pipeline.serving import synthetic
 from pipeline.serving.redis_server import running_redis_server
 from pipeline.serving.stores import open_store
 from pipeline.serving.stores.base import AttributeStore

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from pipeline.demo.synthetic_features import clustered_features
 from pipeline.serving import similarity
 from pipeline.serving.errors import PublishError, UnknownTrackError
 from pipeline.serving.features import DIM, FeatureCollector, Features, standardise
 from pipeline.serving.similarity import NO_FILTERS, Filters, SimilarityIndex, exact_search
-from pipeline.serving.synthetic import clustered_features
 
 UNIT = np.array([[1, 0], [0, 1], [0.6, 0.8], [0.8, 0.6], [-1, 0]], dtype=np.float32)
 
