@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from pipeline.errors import SourceUnavailableError
-from pipeline.ops.processes import free_port, stop_process
+from pipeline.processes import free_port, stop_process
 
 HOST = "127.0.0.1"
 PID_FILE, ENDPOINT_FILE, LOG_FILE = "s3server.pid", "endpoint", "s3server.log"

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.ops.processes import free_port
+from pipeline.processes import free_port
 
 DEFAULT_PORT = 8082
 DEFAULT_STATE_DIR = "var/luigid"

@@ -156,7 +156,7 @@ def running_service(settings: dict[str, object], index_dir: str | Path, log: str
     """
     import httpx
 
-    from pipeline.ops.processes import free_port, stop_process
+    from pipeline.processes import free_port, stop_process
 
     port = free_port()
     args = ["--port", str(port), "--index-dir", str(index_dir)]

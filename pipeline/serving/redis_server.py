@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.ops.processes import free_port, stop_process
+from pipeline.processes import free_port, stop_process
 from pipeline.serving.errors import ConfigError, StoreUnavailableError
 
 ENV_BINARY = "ECHONEST_REDIS_SERVER"
