@@ -15,8 +15,9 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)            ## run the pipeline end to end on embedded defaults
 	$(BIN)/python -m pipeline.demo
 
-test: $(STAMP)            ## lint, then the test suite (what CI runs)
+test: $(STAMP)            ## lint, import contracts (.importlinter), then the test suite (what CI runs)
 	$(BIN)/ruff check pipeline tasks tests benchmarks
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q -m "not slow"
 
 test-slow: $(STAMP)       ## the heavier fault-injection and scale variants
@@ -24,6 +25,7 @@ test-slow: $(STAMP)       ## the heavier fault-injection and scale variants
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tasks tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)           ## every benchmark; numbers go to docs/performance.md by hand
 	for b in benchmarks/bench_*.py; do $(BIN)/python -m benchmarks.$$(basename $$b .py) || exit 1; done
