@@ -66,7 +66,16 @@ def os_error(exc: OSError, url: str, action: str) -> StorageError:
 
 
 class Storage:
-    """Filesystem operations on URLs of one scheme."""
+    """Filesystem operations on URLs of one scheme, and what the scheme guarantees.
+
+    The capabilities are what the warehouse's commit protocol relies on; the defaults are the
+    safe ones, so a new kind of storage is treated as an object store until it says otherwise.
+    """
+
+    #: ``move_tree`` is one atomic rename of the folder (else: a copy, file by file, ``last`` last).
+    atomic_rename: bool = False
+    #: A listing shows every write completed before it (else a new file may be missing from it for a while).
+    consistent_listing: bool = False
 
     def exists(self, url: str) -> bool:
         raise NotImplementedError
@@ -107,6 +116,9 @@ class Storage:
 
 
 class LocalStorage(Storage):
+    atomic_rename = True
+    consistent_listing = True
+
     def exists(self, url: str) -> bool:
         return os.path.exists(local_path(url))
 
@@ -182,7 +194,14 @@ class LocalStorage(Storage):
 
 
 class S3Storage(Storage):
-    """S3 through luigi's ``S3Client`` (boto3 resource and the standard credential chain)."""
+    """S3 through luigi's ``S3Client`` (boto3 resource and the standard credential chain).
+
+    No rename: a folder "moves" by copying its objects. Listings are strongly consistent
+    (AWS S3 since December 2020, and S3-compatible servers such as moto).
+    """
+
+    atomic_rename = False
+    consistent_listing = True
 
     def __init__(self, endpoint_url: str | None = None, client=None):
         from luigi.contrib.s3 import S3Client
@@ -257,6 +276,9 @@ class S3Storage(Storage):
 
 class HdfsStorage(Storage):
     """HDFS through luigi's configured HDFS client (``[hdfs] client`` in luigi.cfg)."""
+
+    atomic_rename = True  # a directory rename is one NameNode operation
+    consistent_listing = True
 
     def __init__(self):
         from luigi.contrib.hdfs import get_autoconfig_client

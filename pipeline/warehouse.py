@@ -58,15 +58,15 @@ class Warehouse:
     def complete_dates(self, dataset: str) -> list[dt.date]:
         """Every complete date of a dataset from one listing.
 
-        On local disk and HDFS a date folder only appears by an atomic rename of a
-        staging folder that already holds ``_SUCCESS``, so the folder names suffice.
-        On S3 a recursive listing (one request per 1,000 keys) finds the markers.
+        Where the storage renames atomically (local disk, HDFS) a date folder only appears by the
+        rename of a staging folder that already holds ``_SUCCESS``, so the folder names suffice.
+        Elsewhere (S3) a recursive listing (one request per 1,000 keys) finds the markers.
         """
         url = self.layout.dataset_url(dataset)
-        if url.startswith("s3://"):
-            files = self.storage.list_files(url)
-            return layout.dates_in([f.split("/")[0] for f in files if f.endswith("/" + layout.SUCCESS)])
-        return layout.dates_in(self.storage.list_names(url))
+        if self.storage.atomic_rename:
+            return layout.dates_in(self.storage.list_names(url))
+        files = self.storage.list_files(url)
+        return layout.dates_in([f.split("/")[0] for f in files if f.endswith("/" + layout.SUCCESS)])
 
     # -- manifests ----------------------------------------------------------------------------
     def read_json(self, url: str) -> dict:
@@ -171,6 +171,9 @@ class Warehouse:
         self.storage.remove(join(staging, layout.TEMPORARY))  # leftovers of killed writers
         self.write_json(self.layout.manifest_url(dataset, date, staging=True), manifest.as_json())
         self.storage.write_bytes(self.layout.success_url(dataset, date, staging=True), b"")
+        if not (self.storage.atomic_rename or self.storage.consistent_listing):
+            raise StorageError(f"{type(self.storage).__name__} can neither rename a folder atomically nor list "
+                               f"consistently: publishing {dataset} {date} by copy could leave files behind")
         final = self.layout.date_url(dataset, date)
         if self.storage.exists(final):
             if self.is_complete(dataset, date):  # another worker published it while this one verified

@@ -126,3 +126,43 @@ def test_warehouse_on_an_s3_root_by_configuration_alone(s3_endpoint, s3_bucket):
     assert list(read_records(wh.storage, wh.layout.file_url(layout.ANALYSIS_FULL, D, "_index/ids-00000.avro"))) \
         == records
     assert storage_for("file:///x").__class__ is LocalStorage
+
+
+def test_each_storage_states_what_the_commit_protocol_may_rely_on():
+    from pipeline.storage import HdfsStorage, Storage
+
+    assert (LocalStorage.atomic_rename, HdfsStorage.atomic_rename, S3Storage.atomic_rename) == (True, True, False)
+    assert LocalStorage.consistent_listing and HdfsStorage.consistent_listing and S3Storage.consistent_listing
+    assert not (Storage.atomic_rename or Storage.consistent_listing), "a new storage must start from the safe side"
+
+
+class _NoRename(LocalStorage):
+    """Local disk behaving like an object store: the warehouse must follow the capability, not the URL."""
+
+    atomic_rename = False
+
+
+class _NoGuarantees(_NoRename):
+    consistent_listing = False
+
+
+def test_complete_dates_trust_folder_names_only_where_folders_appear_by_atomic_rename(tmp_path):
+    root = f"file://{tmp_path}"
+    for storage in (LocalStorage(), _NoRename()):
+        wh = Warehouse(Layout(root), storage)
+        wh.commit_bucket(layout.CATALOG, D, BucketManifest(0, 0, 0, []))
+        wh.publish(layout.CATALOG, D, "catalog", buckets=1)
+    stray = Layout(root).date_url(layout.CATALOG, D + dt.timedelta(days=1))
+    LocalStorage().write_bytes(join(stray, "part-00000-0000.avro"), b"half a copy, no _SUCCESS")
+    assert Warehouse(Layout(root), LocalStorage()).complete_dates(layout.CATALOG) == [D, D + dt.timedelta(days=1)]
+    assert Warehouse(Layout(root), _NoRename()).complete_dates(layout.CATALOG) == [D]
+
+
+def test_a_storage_without_rename_or_consistent_listing_cannot_publish(tmp_path):
+    from pipeline.errors import StorageError
+
+    wh = Warehouse(Layout(f"file://{tmp_path}"), _NoGuarantees())
+    wh.commit_bucket(layout.CATALOG, D, BucketManifest(0, 0, 0, []))
+    with pytest.raises(StorageError, match="neither rename a folder atomically nor list consistently"):
+        wh.publish(layout.CATALOG, D, "catalog", buckets=1)
+    assert not wh.is_complete(layout.CATALOG, D)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 
 from pipeline.source.base import FAILED, INVALID, MISSING, OK, Fetched, RequestStats, Source
+from pipeline.storage import local_path
 
 
 class LocalSource(Source):
     def __init__(self, url: str):
-        if not url.startswith("file://"):
-            raise ValueError(f"{url!r} is not a file:// URL")
         self.url = url
-        self.folder = os.path.realpath(url[len("file://"):])
+        self.folder = os.path.realpath(local_path(url))  # ConfigError unless a file:// URL
         self.stats = RequestStats()
 
     def fetch(self, key: str) -> Fetched:
