@@ -87,17 +87,7 @@ class BucketManifest:
         return dataclasses.replace(self, **fields)
 
     def as_json(self) -> dict:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "extra" or value is None:
-                continue
-            if f.name == "files":
-                value = [e.as_json() for e in value]
-            elif dataclasses.is_dataclass(value):
-                value = dataclasses.asdict(value)
-            out[f.name] = value
-        return {**self.extra, **out}
+        return _as_json(self, files=lambda files: [e.as_json() for e in files])
 
     @classmethod
     def from_json(cls, data: Mapping, where: str) -> BucketManifest:
@@ -106,10 +96,8 @@ class BucketManifest:
             files = [FileEntry(f["name"], f["records"], f["bytes"]) for f in data.pop("files")]
             quality = data.pop("quality", None)
             merge = data.pop("merge", None)
-            known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-            extra = {k: data.pop(k) for k in list(data) if k not in known}
             return cls(files=files, quality=QualityReport(**quality) if quality is not None else None,
-                       merge=MergeReport(**merge) if merge is not None else None, extra=extra, **data)
+                       merge=MergeReport(**merge) if merge is not None else None, extra=_unknown(cls, data), **data)
         except (KeyError, TypeError) as exc:
             raise IncompleteDatasetError(f"{where} is not a valid bucket manifest: {exc!r}") from exc
 
@@ -152,17 +140,8 @@ class Manifest:
         return [self.bucket_manifests[b] for b in sorted(self.bucket_manifests)]
 
     def as_json(self) -> dict:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "extra" or value is None:
-                continue
-            if f.name == "date":
-                value = layout.format_date(value)
-            elif f.name == "bucket_manifests":
-                value = {layout.bucket_name(b): e.as_json() for b, e in sorted(value.items())}
-            out[f.name] = value
-        return {**self.extra, **out}
+        return _as_json(self, date=layout.format_date, bucket_manifests=lambda entries: {
+            layout.bucket_name(b): e.as_json() for b, e in sorted(entries.items())})
 
     @classmethod
     def from_json(cls, data: Mapping, where: str) -> Manifest:
@@ -173,11 +152,30 @@ class Manifest:
             entries = [BucketManifest.from_json(e, f"{where} bucket {name}")
                        for name, e in data.pop("bucket_manifests").items()]
             date = layout.parse_date(data.pop("date"))
-            known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-            extra = {k: data.pop(k) for k in list(data) if k not in known}
-            return cls(date=date, bucket_manifests={e.bucket: e for e in entries}, extra=extra, **data)
+            return cls(date=date, bucket_manifests={e.bucket: e for e in entries}, extra=_unknown(cls, data), **data)
         except (AttributeError, TypeError) as exc:
             raise IncompleteDatasetError(f"{where} is not a valid dataset manifest: {exc!r}") from exc
+
+
+def _as_json(manifest: Any, **encode: Any) -> dict:
+    """The JSON object of a manifest: absent (``None``) fields left out, unknown keys written back."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(manifest):
+        value = getattr(manifest, f.name)
+        if f.name == "extra" or value is None:
+            continue
+        if f.name in encode:
+            value = encode[f.name](value)
+        elif dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        out[f.name] = value
+    return {**manifest.extra, **out}
+
+
+def _unknown(cls: type, data: dict) -> dict:
+    """Take the keys ``cls`` has no field for out of ``data`` (kept in ``extra``, written back unchanged)."""
+    known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    return {k: data.pop(k) for k in list(data) if k not in known}
 
 
 def _require(data: Mapping, keys: tuple[str, ...], where: str) -> Mapping:
