@@ -95,7 +95,7 @@ def daily_vs_full(tracks: int, segments: int) -> dict:
     from tests.helpers import luigi_config
 
     with tempfile.TemporaryDirectory(prefix="bench-attrs-") as scratch:
-        overrides = {"warehouse": {"root": f"file://{scratch}/warehouse"}, "ingest": {"chunks": BUCKETS},
+        overrides = {"warehouse": {"buckets": BUCKETS, "root": f"file://{scratch}/warehouse"},
                      "source": {"url": f"file://{scratch}/source"},
                      "pipeline": {"start_date": layout.format_date(DATE)}}
         with luigi_config(overrides):

@@ -50,7 +50,7 @@ def ingest_rate(w, concurrency: int, chunks: int, workers: int) -> dict:
     from tasks import CatalogSnapshot, IngestFullSnapshot
     from tests.helpers import luigi_config
 
-    with luigi_config(w.overrides(source={"concurrency": concurrency}, ingest={"chunks": chunks},
+    with luigi_config(w.overrides(source={"concurrency": concurrency}, warehouse={"buckets": chunks},
                                   resources={"s3_ingest": workers})):
         w.wh.remove_date(layout.ANALYSIS_FULL, DATE)
         w.wh.remove_date(layout.LEDGER, DATE)

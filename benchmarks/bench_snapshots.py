@@ -62,9 +62,9 @@ def incremental_vs_full(tracks: int, segments: int) -> dict:
     with world(tracks, segments, gzip_ratio=0.0, daily_new_ratio=0.01, takedown_ratio=0.0) as w:
         seed_bucket(s3_client(w.endpoint), BUCKET, PREFIX, w.sim, 1, since_day=0, decoys=0)
         write_metadata_dump(w.wh.layout, w.wh.storage, day1, w.sim.day(1).rows)
-        settings = {"ingest": {"chunks": 4}, "pipeline": {"start_date": layout.format_date(DATE)},
+        settings = {"pipeline": {"start_date": layout.format_date(DATE)},
                     "source": {"concurrency": 8}}
-        with luigi_config(w.overrides(**settings)):
+        with luigi_config(w.overrides(warehouse={"buckets": 4}, **settings)):
             assert luigi.build([AnalysisSet(date=DATE), CatalogSnapshot(date=day1)], local_scheduler=True,
                                log_level="WARNING")
             with ReadCounter() as reads, timer() as incr:
@@ -73,7 +73,8 @@ def incremental_vs_full(tracks: int, segments: int) -> dict:
             new = w.wh.manifest(layout.ANALYSIS_INCREMENTAL, day1).records
         other = Warehouse(Layout(f"file://{w.scratch}/reingest"), LocalStorage())
         w.wh.storage.move_tree(w.wh.layout.date_url(layout.CATALOG, day1), other.layout.date_url(layout.CATALOG, day1))
-        with luigi_config(w.overrides(warehouse={"root": other.layout.root}, **settings)), timer() as full:
+        reingest = {"root": other.layout.root, "buckets": 4}
+        with luigi_config(w.overrides(warehouse=reingest, **settings)), timer() as full:
             assert luigi.build([IngestFullSnapshot(date=day1)], local_scheduler=True, log_level="WARNING")
     return {"tracks": tracks, "new_tracks": new, "kind": kind, "incremental_s": incr["seconds"],
             "full_reingest_s": full["seconds"], "time_ratio": incr["seconds"] / full["seconds"],

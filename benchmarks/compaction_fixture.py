@@ -74,7 +74,7 @@ def compact() -> None:
 
 def main() -> None:
     scratch, tracks, segments = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    overrides = {"warehouse": {"root": f"file://{scratch}/warehouse"}, "ingest": {"chunks": BUCKETS},
+    overrides = {"warehouse": {"buckets": BUCKETS, "root": f"file://{scratch}/warehouse"},
                  "source": {"url": f"file://{scratch}/source"}, "pipeline": {"start_date": layout.format_date(DATE)}}
     with luigi_config(overrides):
         compact() if "--compact" in sys.argv else setup(scratch, tracks, segments)

@@ -8,7 +8,26 @@ credentials come from the environment or the AWS credential chain.
 
 from __future__ import annotations
 
+import warnings
+
 import luigi
+
+
+class RenamedIntParameter(luigi.IntParameter):
+    """An integer key that moved: still read from its old place, with a warning an operator sees.
+
+    luigi's ``config_path`` fallback warns with a ``DeprecationWarning``, which Python hides
+    outside ``__main__``; this re-issues it as a ``FutureWarning`` (shown once per process).
+    """
+
+    def _get_value(self, task_name, param_name):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeprecationWarning)
+            value = super()._get_value(task_name, param_name)
+        for warning in caught:
+            warnings.warn(f"{warning.message} (the old key is read until the next release)", FutureWarning,
+                          stacklevel=2)
+        return value
 
 
 class warehouse(luigi.Config):  # noqa: N801 - luigi maps the class name to the [warehouse] section
@@ -25,6 +44,12 @@ class warehouse(luigi.Config):  # noqa: N801 - luigi maps the class name to the 
         default=None,
         significant=False,
         description="S3 endpoint of an s3:// warehouse root (unset = AWS). Credentials come from the AWS chain.",
+    )
+    buckets = RenamedIntParameter(
+        default=20, config_path={"section": "ingest", "name": "chunks"},
+        description="Number of buckets every dataset is split into (by track id; one chunk task per bucket). "
+        "A dataset written with another count is refused when read by bucket (docs/runbook.md). "
+        "Formerly [ingest] chunks, still read with a deprecation warning for one release.",
     )
 
 
@@ -70,9 +95,6 @@ class source(luigi.Config):  # noqa: N801
 
 
 class ingest(luigi.Config):  # noqa: N801
-    chunks = luigi.IntParameter(
-        default=20, description="Number of buckets (= ingest chunks) every analysis dataset is split into."
-    )
     failure_ratio = luigi.FloatParameter(
         default=0.001, significant=False,
         description="A chunk publishes nothing when failed/attempted exceeds this ratio (missing and invalid "

@@ -49,7 +49,7 @@ class Warehouse:
 
         cfg = config.warehouse()
         lay = Layout(cfg.root, cfg.project, cfg.metadata_project)
-        return cls(lay, storage_for(lay.root, cfg.s3_endpoint_url), config.ingest().chunks)
+        return cls(lay, storage_for(lay.root, cfg.s3_endpoint_url), config.warehouse().buckets)
 
     # -- completeness -------------------------------------------------------------------------
     def is_complete(self, dataset: str, date: dt.date) -> bool:
@@ -100,7 +100,7 @@ class Warehouse:
         if not whole and self.buckets is not None and manifest.buckets != self.buckets:
             raise BucketCountError(
                 f"{self.layout.date_url(dataset, date)} was written with {manifest.buckets} buckets but "
-                f"[ingest] chunks = {self.buckets}: its buckets hold other tracks, so it cannot be read with "
+                f"[warehouse] buckets = {self.buckets}: its buckets hold other tracks, so it cannot be read with "
                 f"this configuration. Set the bucket count back to {manifest.buckets}, or start a new chain "
                 "(docs/runbook.md, \"Change the number of buckets\").")
         return manifest

@@ -42,7 +42,7 @@ class DailyAttributes(luigi.Task):
         wh = warehouse()
         cfg = config.attributes()
         self.set_status_message(f"building attributes of {self.date} on the {cfg.runner} runner")
-        manifest = build_snapshot(wh, self.date, config.ingest().chunks, schedule.start_date(wh), cfg.runner,
+        manifest = build_snapshot(wh, self.date, config.warehouse().buckets, schedule.start_date(wh), cfg.runner,
                                   cfg.mrjob_conf, config.warehouse().s3_endpoint_url, QualitySettings.from_config())
         self.set_status_message(f"{manifest.records} tracks ({manifest.mode}): {manifest.counts}")
 

@@ -24,21 +24,22 @@ class CatalogSnapshot(luigi.Task):
         return success_target(layout.CATALOG, self.date)
 
     def run(self):
-        build_catalog(warehouse(), self.date, config.ingest().chunks)
+        build_catalog(warehouse(), self.date, config.warehouse().buckets)
 
 
 class IngestChunk(luigi.Task):
     """Download and pack the analyses of one bucket of the catalog (the initial full ingest)."""
 
     date = luigi.DateParameter(description="Date of the metadata dump to ingest.")
-    chunk = luigi.IntParameter(description="Bucket number, 0 <= chunk < [ingest] chunks.")
+    chunk = luigi.IntParameter(description="Bucket number, 0 <= chunk < [warehouse] buckets.")
     resources = {"s3_ingest": 1}  # limited in luigi.cfg [resources]: protects the bucket and the bill
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        chunks = config.ingest().chunks
-        if not 0 <= self.chunk < chunks:
-            raise ConfigError(f"chunk {self.chunk} is out of range: [ingest] chunks = {chunks} (0..{chunks - 1})")
+        buckets = config.warehouse().buckets
+        if not 0 <= self.chunk < buckets:
+            raise ConfigError(f"chunk {self.chunk} is out of range: [warehouse] buckets = {buckets} "
+                              f"(0..{buckets - 1})")
 
     def requires(self):
         return CatalogSnapshot(self.date)
@@ -70,13 +71,13 @@ class IngestFullSnapshot(luigi.Task):
     date = luigi.DateParameter(description="Date of the metadata dump to ingest.")
 
     def requires(self):
-        return [IngestChunk(self.date, chunk) for chunk in range(config.ingest().chunks)]
+        return [IngestChunk(self.date, chunk) for chunk in range(config.warehouse().buckets)]
 
     def output(self):
         return success_target(layout.ANALYSIS_FULL, self.date)
 
     def run(self):
         wh = warehouse()
-        publish_analysis(wh, layout.ANALYSIS_FULL, self.date, config.ingest().chunks, QualitySettings.from_config(),
+        publish_analysis(wh, layout.ANALYSIS_FULL, self.date, config.warehouse().buckets, QualitySettings.from_config(),
                          kind="full",
                          inputs=[wh.layout.date_url(layout.CATALOG, self.date), config.source().url])

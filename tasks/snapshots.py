@@ -57,7 +57,7 @@ class _DeltaChunk(luigi.Task):
     """One bucket of a day's delta (incremental or compaction); one implementation for both."""
 
     date = luigi.DateParameter(description="Date of the analysis set.")
-    chunk = luigi.IntParameter(description="Bucket number, 0 <= chunk < [ingest] chunks.")
+    chunk = luigi.IntParameter(description="Bucket number, 0 <= chunk < [warehouse] buckets.")
     resources = {"s3_ingest": 1}
     dataset: str = ""
 
@@ -109,7 +109,7 @@ class IncrementalAnalysis(luigi.Task):
     date = luigi.DateParameter(description="Date of the incremental set.")
 
     def requires(self):
-        return [IncrementalChunk(self.date, c) for c in range(config.ingest().chunks)]
+        return [IncrementalChunk(self.date, c) for c in range(config.warehouse().buckets)]
 
     def output(self):
         return success_target(layout.ANALYSIS_INCREMENTAL, self.date)
@@ -118,7 +118,7 @@ class IncrementalAnalysis(luigi.Task):
         wh = warehouse()
         if wh.is_complete(layout.ANALYSIS_FULL, self.date):
             raise ScheduleError(f"a full snapshot of {self.date} exists: no incremental may be published for it")
-        publish_analysis(wh, layout.ANALYSIS_INCREMENTAL, self.date, config.ingest().chunks,
+        publish_analysis(wh, layout.ANALYSIS_INCREMENTAL, self.date, config.warehouse().buckets,
                          QualitySettings.from_config(), kind="incremental")
 
 
@@ -128,7 +128,7 @@ class CompactFullSnapshot(luigi.Task):
     date = luigi.DateParameter(description="Date of the new full snapshot.")
 
     def requires(self):
-        return [CompactChunk(self.date, c) for c in range(config.ingest().chunks)]
+        return [CompactChunk(self.date, c) for c in range(config.warehouse().buckets)]
 
     def output(self):
         return success_target(layout.ANALYSIS_FULL, self.date)
@@ -137,7 +137,7 @@ class CompactFullSnapshot(luigi.Task):
         wh = warehouse()
         if wh.is_complete(layout.ANALYSIS_INCREMENTAL, self.date):
             raise ScheduleError(f"an incremental of {self.date} exists: no full snapshot may be published for it")
-        publish_analysis(wh, layout.ANALYSIS_FULL, self.date, config.ingest().chunks, QualitySettings.from_config(),
+        publish_analysis(wh, layout.ANALYSIS_FULL, self.date, config.warehouse().buckets, QualitySettings.from_config(),
                          kind="compaction")
 
 

@@ -54,10 +54,10 @@ def s3_world(s3_endpoint: str, s3_bucket: str, tmp_path):
                             late_ratio=0.05, never_ratio=0.03, malformed_ratio=0.04)
     seed_bucket(s3_client(s3_endpoint), s3_bucket, "analysis", sim, 0)
     overrides = {
-        "warehouse": {"root": f"file://{tmp_path / 'warehouse'}"},
+        "warehouse": {"buckets": 4, "root": f"file://{tmp_path / 'warehouse'}"},
         "source": {"url": f"s3://{s3_bucket}/analysis/", "endpoint_url": s3_endpoint, "concurrency": 8,
                    "max_attempts": 3, "read_timeout": 5, "connect_timeout": 2},
-        "ingest": {"chunks": 4, "failure_ratio": 0.01, "records_per_part": 16},
+        "ingest": {"failure_ratio": 0.01, "records_per_part": 16},
     }
     with luigi_config(overrides):
         wh = Warehouse.from_config()

@@ -120,9 +120,9 @@ def run_three_weeks(tmp, s3_endpoint: str):
                             reanalysed_ratio=0.01, gzip_ratio=0.2)
     policy = RetryPolicy(1, 8)
     overrides = {
-        "warehouse": {"root": f"file://{tmp / 'warehouse'}"},
+        "warehouse": {"buckets": 3, "root": f"file://{tmp / 'warehouse'}"},
         "source": {"url": f"s3://{bucket}/analysis/", "concurrency": 4, "max_attempts": 5, "read_timeout": 5},
-        "ingest": {"chunks": 3, "failure_ratio": 0.05},
+        "ingest": {"failure_ratio": 0.05},
         "compaction": {"every_days": SIM_EVERY, "max_incremental_ratio": 10.0},
         "retention": {"keep_full": 2},
         "retry": {"missing_first_days": policy.first_days, "missing_max_days": policy.max_days},

@@ -25,8 +25,8 @@ DATE = dt.date(2026, 11, 26)
 def test_inline_and_local_runners_write_identical_snapshots(tmp_path):
     sim = CatalogSimulation(seed=4, start_date=DATE, initial_tracks=60, segments=30, never_ratio=0.05)
     seed_local_folder(str(tmp_path / "source"), sim, 0)
-    overrides = {"warehouse": {"root": f"file://{tmp_path / 'inline'}"}, "source": {"url": f"file://{tmp_path}/source"},
-                 "ingest": {"chunks": 3}, "pipeline": {"start_date": layout.format_date(DATE)}}
+    overrides = {"warehouse": {"buckets": 3, "root": f"file://{tmp_path / 'inline'}"},
+                 "source": {"url": f"file://{tmp_path}/source"}, "pipeline": {"start_date": layout.format_date(DATE)}}
     with luigi_config(overrides):
         wh = Warehouse.from_config()
         write_metadata_dump(wh.layout, wh.storage, DATE, sim.day(0).rows)

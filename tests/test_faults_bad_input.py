@@ -53,9 +53,9 @@ def catalogue(tmp_path_factory):
 
 
 def setup(root, source_folder, chunks: int = 1) -> dict:
-    return {"warehouse": {"root": f"file://{root}"},
+    return {"warehouse": {"buckets": chunks, "root": f"file://{root}"},
             "source": {"url": f"file://{source_folder}/", "max_document_bytes": MAX_BYTES, "concurrency": 4},
-            "ingest": {"chunks": chunks, "records_per_part": 16}}  # the shipped failure_ratio (0.1 %)
+            "ingest": {"records_per_part": 16}}  # the shipped failure_ratio (0.1 %)
 
 
 def _good(sim: CatalogSimulation) -> dict:

@@ -46,7 +46,7 @@ def test_sigkill_mid_ingest_then_rerun_equals_uninterrupted_run(s3_world, tmp_pa
     other = Warehouse(Layout(other_root), LocalStorage())
     dump = layout.TRACKS
     wh.storage.move_tree(wh.layout.date_url(dump, WORLD_DATE), other.layout.date_url(dump, WORLD_DATE))
-    cfg2 = write_cfg(tmp_path / "clean.cfg", {**overrides, "warehouse": {"root": other_root}})
+    cfg2 = write_cfg(tmp_path / "clean.cfg", {**overrides, "warehouse": {**overrides["warehouse"], "root": other_root}})
     subprocess.run(luigi_cli("IngestFullSnapshot", "--date", date, cfg=cfg2), env=subprocess_env(cfg2),
                    check=True, timeout=300)
     assert _all_records(wh, layout.ANALYSIS_FULL) == _all_records(other, layout.ANALYSIS_FULL)

@@ -66,9 +66,9 @@ def ingested(tmp_path_factory):
     rows.append({"track_id": _track_id(999), "analysis_key": None, "analysis_updated_at": None, **NAMES})
     rows.append({"track_id": _track_id(998), "analysis_key": "../../etc/passwd", "analysis_updated_at": None, **NAMES})
     wh_root = f"file://{tmp / 'warehouse'}"
-    overrides = {"warehouse": {"root": wh_root}, "source": {"url": f"file://{src}", "max_document_bytes": 1_000_000,
-                                                             "concurrency": 4},
-                 "ingest": {"chunks": BUCKETS, "failure_ratio": 0.5, "records_per_part": 5}}
+    overrides = {"warehouse": {"buckets": BUCKETS, "root": wh_root},
+                 "source": {"url": f"file://{src}", "max_document_bytes": 1_000_000, "concurrency": 4},
+                 "ingest": {"failure_ratio": 0.5, "records_per_part": 5}}
     with luigi_config(overrides):
         wh = Warehouse.from_config()
         write_metadata_dump(wh.layout, wh.storage, DATE, rows)

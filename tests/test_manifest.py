@@ -102,11 +102,12 @@ def test_reading_a_bucket_of_a_dataset_written_with_another_bucket_count_fails_c
     assert other.load_manifest(layout.CATALOG, D).buckets == 4  # sizes and views may still read it
 
 
-def _run(cmd: list[str], root: str, buckets: int, tmp_path) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], root: str, buckets: int, tmp_path, old_key: bool = False) -> subprocess.CompletedProcess:
     source = tmp_path / "source"
     source.mkdir(exist_ok=True)
+    count = {"ingest": {"chunks": buckets}} if old_key else {"warehouse": {"buckets": buckets}}
     cfg = write_cfg(tmp_path / f"buckets-{buckets}.cfg", {
-        "warehouse": {"root": root}, "ingest": {"chunks": buckets}, "source": {"url": f"file://{source}"}})
+        **count, "warehouse": {"root": root, **count.get("warehouse", {})}, "source": {"url": f"file://{source}"}})
     return subprocess.run(cmd, env={"LUIGI_CONFIG_PATH": str(cfg), "PATH": "/usr/bin:/bin"}, cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=120)
 
@@ -121,6 +122,15 @@ def test_the_plan_command_refuses_a_catalog_of_another_bucket_count(four_buckets
     else:
         assert run.returncode == 2, run.stderr[-2000:]
         assert "written with 4 buckets but" in run.stderr and "docs/runbook.md" in run.stderr
+
+
+@pytest.mark.parametrize("buckets", [4, 2])
+def test_the_old_key_ingest_chunks_still_sets_the_bucket_count_with_a_deprecation_warning(four_buckets, tmp_path,
+                                                                                         buckets):
+    run = _run([str(Path(sys.executable).with_name("echonest-plan")), "--date", layout.format_date(D)],
+               four_buckets.layout.root, buckets, tmp_path, old_key=True)
+    assert run.returncode == (0 if buckets == 4 else 2), run.stderr[-2000:]
+    assert "[ingest] chunks is deprecated. Please use [warehouse] buckets" in run.stderr
 
 
 @pytest.mark.parametrize("buckets", [4, 2])

@@ -42,9 +42,9 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     wh = Warehouse(Layout(f"file://{root / 'warehouse'}"), LocalStorage())
     write_metadata_dump(wh.layout, wh.storage, DATE, sim.day(0).rows)
     cfg = write_cfg(root / "test.cfg", {
-        "warehouse": {"root": wh.layout.root},
+        "warehouse": {"buckets": CHUNKS, "root": wh.layout.root},
         "source": {"url": f"file://{root / 'source'}/", "concurrency": 2},
-        "ingest": {"chunks": CHUNKS, "failure_ratio": 0.5, "records_per_part": 16},
+        "ingest": {"failure_ratio": 0.5, "records_per_part": 16},
         "resources": {"s3_ingest": S3_INGEST},
     })
     state = root / "luigid"

@@ -72,8 +72,9 @@ def warehouse(tmp_path_factory) -> Warehouse:
     seed_local_folder(str(root / "source"), sim, 0)
     wh = Warehouse(Layout(f"file://{root / 'warehouse'}"), LocalStorage())
     write_metadata_dump(wh.layout, wh.storage, D[24], sim.day(0).rows)
-    overrides = {"warehouse": {"root": wh.layout.root}, "source": {"url": f"file://{root / 'source'}/"},
-                 "ingest": {"chunks": BUCKETS, "failure_ratio": 0.5}}
+    overrides = {"warehouse": {"buckets": BUCKETS, "root": wh.layout.root},
+                 "source": {"url": f"file://{root / 'source'}/"},
+                 "ingest": {"failure_ratio": 0.5}}
     with luigi_config(overrides):
         assert run_luigi([IngestFullSnapshot(date=D[24])])
     write_metadata_dump(wh.layout, wh.storage, D[25], sim.day(0).rows)

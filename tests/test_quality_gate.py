@@ -54,8 +54,7 @@ def local_world(tmp_path):
                             late_ratio=0.0, malformed_ratio=0.0, gzip_ratio=0.0)
     source = tmp_path / "source"
     seed_local_folder(str(source), sim, 0)
-    overrides = {"warehouse": {"root": f"file://{tmp_path / 'warehouse'}"}, "source": {"url": f"file://{source}"},
-                 "ingest": {"chunks": 2}}
+    overrides = {"warehouse": {"buckets": 2, "root": f"file://{tmp_path / 'warehouse'}"}, "source": {"url": f"file://{source}"}}
     with luigi_config(overrides):
         wh = Warehouse.from_config()
         write_metadata_dump(wh.layout, wh.storage, DATE, sim.day(0).rows)

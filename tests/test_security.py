@@ -132,9 +132,9 @@ def test_symlinks_cannot_lead_a_file_source_outside_its_folder(tmp_path):
     os.symlink(folder / f"{plain[1]}.json", folder / "link-in.json")  # inside: allowed
     rows[2]["analysis_key"], rows[3]["analysis_key"] = "link-out.json", "dir-out/secret.json"
     rows[4]["analysis_key"] = "link-in.json"
-    overrides = {"warehouse": {"root": f"file://{tmp_path / 'warehouse'}"},
-                 "source": {"url": f"file://{folder}/", "concurrency": 2},
-                 "ingest": {"chunks": 1}}  # the shipped failure_ratio: one bad link must not fail the chunk
+    # the shipped failure_ratio: one bad link must not fail the chunk
+    overrides = {"warehouse": {"buckets": 1, "root": f"file://{tmp_path / 'warehouse'}"},
+                 "source": {"url": f"file://{folder}/", "concurrency": 2}}
     with luigi_config(overrides):
         wh = Warehouse.from_config()
         write_metadata_dump(wh.layout, wh.storage, FAULT_DATE, rows)

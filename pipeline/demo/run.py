@@ -53,9 +53,9 @@ class Demo:
     def write_config(self, endpoint: str) -> None:
         """The demo's layer over the repository's luigi.cfg (LUIGI_CONFIG_PATH puts it on top)."""
         self.config_path.write_text(
-            f"[warehouse]\nroot = {self.warehouse_root}\n\n"
+            f"[warehouse]\nroot = {self.warehouse_root}\nbuckets = {self.chunks}\n\n"
             f"[source]\nurl = s3://{BUCKET}/{PREFIX}/\nendpoint_url = {endpoint}\nconcurrency = 16\n\n"
-            f"[ingest]\nchunks = {self.chunks}\nfailure_ratio = 0.05\n\n"
+            "[ingest]\nfailure_ratio = 0.05\n\n"
             "[compaction]\nevery_days = 3\n\n[retention]\nkeep_full = 2\n\n"
             f"[pipeline]\nstart_date = {layout.format_date(self.date(0))}\n\n"
             "[resources]\ns3_ingest = 2\n\n"

@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         # The bucketed catalog is cheap (local work on the dump); build it if it is not there yet,
         # exactly as the CatalogSnapshot task would (an ingest later finds it complete).
         if not wh.is_complete(layout.CATALOG, date):
-            build_catalog(wh, date, config.ingest().chunks)
-        chunks = plan(wh, source_from_config(), date, config.ingest().chunks,
+            build_catalog(wh, date, config.warehouse().buckets)
+        chunks = plan(wh, source_from_config(), date, config.warehouse().buckets,
                       config.source().key_template, Prices.from_config())
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

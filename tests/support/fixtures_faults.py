@@ -73,10 +73,10 @@ def overrides_for(root: Path | str, source: SeededSource, endpoint: str | None =
                   ) -> dict[str, dict[str, object]]:
     """The config layer of one isolated warehouse reading ``source`` (through ``endpoint`` if given)."""
     return {
-        "warehouse": {"root": f"file://{root}"},
+        "warehouse": {"buckets": 4, "root": f"file://{root}"},
         "source": {"url": source.url, "endpoint_url": endpoint or source.endpoint, "concurrency": 8,
                    "max_attempts": 5, "read_timeout": 5, "connect_timeout": 2, **source_extra},
-        "ingest": {"chunks": 4, "failure_ratio": 0.01, "records_per_part": 32},
+        "ingest": {"failure_ratio": 0.01, "records_per_part": 32},
     }
 
 
