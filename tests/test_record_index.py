@@ -116,3 +116,26 @@ def test_index_files_are_plain_avro(tmp_path):
         (entry,) = list(reader)
     assert entry["track_ids"] == [r["track_id"] for r in _records(10)]
     assert np.frombuffer(entry["values"], "<f8").reshape(-1, 2)[:, 1].tolist() == [0.5] * 10
+
+
+@pytest.mark.parametrize("kind", ["rolling", "raw", "indexed"])
+def test_every_part_writer_aborts_by_itself_when_its_block_raises(tmp_path, kind):
+    """``with writer:`` is the only error handling a caller needs: no part, finished or not, shows."""
+    from pipeline.formats.avro_io import RollingWriter
+    from pipeline.formats.avro_raw import RawRollingWriter
+
+    storage, part = LocalStorage(), (lambda p: f"file://{tmp_path}/p-{p}.avro")
+    make = {"rolling": lambda: RollingWriter(storage, part, "ids", "null", 3, "t"),
+              "raw": lambda: RawRollingWriter(storage, part, "ids", "null", 3, "t"),
+              "indexed": lambda: IndexedPartsWriter(storage, part, f"file://{tmp_path}/i.avro", "ids", "null", 3,
+                                                    "t", FIELDS)}[kind]
+    with pytest.raises(RuntimeError, match="download failed"), make() as w:
+        for record in _records(2):
+            w.write(record, [0.0, 0.5]) if kind == "indexed" else w.write(record)
+        raise RuntimeError("download failed")
+    assert not list(tmp_path.rglob("*.avro"))
+    with make() as w:  # and a clean block publishes through close()
+        for record in _records(4):
+            w.write(record, [0.0, 0.5]) if kind == "indexed" else w.write(record)
+        files = w.close()
+    assert [f.records for f in files] == [3, 1]

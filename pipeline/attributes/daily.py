@@ -103,10 +103,9 @@ def build_bucket(wh: Warehouse, task: BucketTask) -> BucketManifest:
     catalog_ids = (row.track_id for row in read_catalog_bucket(wh, date, bucket))
     stats = BucketStats(z_threshold=task.z_threshold)
     wh.clear_bucket(layout.ATTRIBUTES, date, bucket)
-    out = IndexedPartsWriter(wh.storage, lambda p: wh.layout.part_url(layout.ATTRIBUTES, date, bucket, p),
-                             wh.layout.record_index_url(layout.ATTRIBUTES, date, bucket), ATTRIBUTES, task.codec,
-                             task.records_per_part, f"{layout.ATTRIBUTES}/{task.date}", VALUE_FIELDS)
-    try:
+    with IndexedPartsWriter(wh.storage, lambda p: wh.layout.part_url(layout.ATTRIBUTES, date, bucket, p),
+                            wh.layout.record_index_url(layout.ATTRIBUTES, date, bucket), ATTRIBUTES, task.codec,
+                            task.records_per_part, f"{layout.ATTRIBUTES}/{task.date}", VALUE_FIELDS) as out:
         for prior, record in join_bucket(catalog_ids, previous, analyses, stats):
             if record is not None:
                 row = row_of(record)
@@ -118,10 +117,7 @@ def build_bucket(wh: Warehouse, task: BucketTask) -> BucketManifest:
             else:
                 out.write(prior.record, prior.row)
                 stats.observe(prior.track_id, prior.row)
-    except BaseException:
-        out.abort()
-        raise
-    files = out.close()
+        files = out.close()
     inputs = ([wh.layout.date_url(layout.ATTRIBUTES, layout.parse_date(task.previous))] if task.previous
               else []) + [wh.layout.date_url(ds, layout.parse_date(d)) for ds, d in task.analysis_sets]
     info = BucketManifest.of_files(bucket, files, record_index=wh.layout.record_index_name(bucket),

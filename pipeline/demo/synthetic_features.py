@@ -54,11 +54,12 @@ def write_snapshot(wh: Warehouse, date: dt.date, records: Iterable[dict], bucket
     for bucket in range(buckets):
         rows = sorted(by_bucket.pop(bucket, []), key=lambda r: r["track_id"])
         wh.clear_bucket(layout.ATTRIBUTES, date, bucket)
-        writer = RollingWriter(wh.storage, lambda p, b=bucket: wh.layout.part_url(layout.ATTRIBUTES, date, b, p),
-                               ATTRIBUTES, codec, records_per_part, f"{layout.ATTRIBUTES}/{date}")
-        for row in rows:
-            writer.write(row)
-        wh.commit_bucket(layout.ATTRIBUTES, date, BucketManifest.of_files(bucket, writer.close()))
+        with RollingWriter(wh.storage, lambda p, b=bucket: wh.layout.part_url(layout.ATTRIBUTES, date, b, p),
+                           ATTRIBUTES, codec, records_per_part, f"{layout.ATTRIBUTES}/{date}") as writer:
+            for row in rows:
+                writer.write(row)
+            files = writer.close()
+        wh.commit_bucket(layout.ATTRIBUTES, date, BucketManifest.of_files(bucket, files))
     return wh.publish(layout.ATTRIBUTES, date, ATTRIBUTES, buckets)
 
 

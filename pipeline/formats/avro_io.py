@@ -97,8 +97,33 @@ def read_records(storage: Storage, url: str) -> Iterator[dict]:
         raise CorruptFileError(f"cannot decode Avro file {url}: {type(exc).__name__}: {exc}") from exc
 
 
+def discard(stack: contextlib.ExitStack) -> None:
+    """Unwind ``stack`` as if its block had failed: the atomic writers in it drop their temporary files."""
+    with contextlib.suppress(Exception):
+        stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+class AbortOnError:
+    """What every part writer is: ``with Writer(...) as w:`` aborts ``w`` when the block raises.
+
+    So no half-written file ever becomes visible, whatever fails (a download, an encoder, a kill
+    signal turned into an exception); ``close()`` inside the block publishes what was written.
+    """
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self.abort()
+        return False
+
+
 @dataclass
-class RollingWriter:
+class RollingWriter(AbortOnError):
     """Writes an ordered stream of records into successive part files of one bucket."""
 
     storage: Storage
@@ -138,6 +163,5 @@ class RollingWriter:
     def abort(self) -> None:
         """Drop the part being written (its temporary file never becomes visible)."""
         if self._stack is not None:
-            with contextlib.suppress(Exception):
-                self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            discard(self._stack)
             self._stack, self._write = None, None

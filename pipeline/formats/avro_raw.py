@@ -20,7 +20,7 @@ from fastavro.write import Writer
 
 from pipeline.errors import CorruptFileError, PipelineError
 from pipeline.formats import schema, schema_fingerprint
-from pipeline.formats.avro_io import SYNC_INTERVAL, CountingFile, FileInfo, sync_marker
+from pipeline.formats.avro_io import SYNC_INTERVAL, AbortOnError, CountingFile, FileInfo, discard, sync_marker
 from pipeline.storage import Storage
 
 
@@ -99,7 +99,7 @@ class RawFileWriter:
             self.block, self.count = io.BytesIO(), 0
 
 
-class RawRollingWriter:
+class RawRollingWriter(AbortOnError):
     """Like ``RollingWriter``, for a mix of copied (``write_raw``) and new (``write``) records."""
 
     def __init__(self, storage: Storage, part_url: Callable[[int], str], schema_name: str, codec: str,
@@ -145,6 +145,5 @@ class RawRollingWriter:
 
     def abort(self) -> None:
         if self._stack is not None:
-            with contextlib.suppress(Exception):
-                self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            discard(self._stack)
             self._stack = self._file = None

@@ -23,7 +23,7 @@ import fastavro
 
 from pipeline.errors import CorruptFileError, PipelineError
 from pipeline.formats import RECORD_INDEX, fingerprint
-from pipeline.formats.avro_io import FileInfo, open_writer, read_records
+from pipeline.formats.avro_io import AbortOnError, FileInfo, discard, open_writer, read_records
 from pipeline.formats.avro_raw import RawRollingWriter
 from pipeline.formats.packed import F8, pack, unpack
 from pipeline.storage import Storage
@@ -43,7 +43,7 @@ class Entry(NamedTuple):
     record: dict | None = None
 
 
-class IndexedPartsWriter:
+class IndexedPartsWriter(AbortOnError):
     """A ``RawRollingWriter`` that also writes the bucket's record index, one entry per part file.
 
     Every record comes with its index ``row``: floats in ``value_fields`` order, NaN for null.
@@ -100,8 +100,7 @@ class IndexedPartsWriter:
 
     def abort(self) -> None:
         self.parts.abort()
-        with contextlib.suppress(Exception):
-            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        discard(self._stack)
 
 
 def read_index(storage: Storage, index_url: str) -> Iterator[dict]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pipeline import layout
 from pipeline.errors import TooManyFailuresError
 from pipeline.formats import ANALYSIS, IDS, LEDGER, fingerprint
-from pipeline.formats.avro_io import RollingWriter, open_writer, write_file
+from pipeline.formats.avro_io import AbortOnError, RollingWriter, discard, open_writer, write_file
 from pipeline.ingest import engine
 from pipeline.ingest.engine import INGESTED, Counts, Result, WorkItem
 from pipeline.manifest import BucketManifest, Manifest
@@ -66,7 +66,7 @@ def check_failures(counts: Counts, ratio: float, where: str) -> None:
             f"Most common: {top}. Rerun the chunk once the source is healthy.")
 
 
-class BucketWriter:
+class BucketWriter(AbortOnError):
     """The part files and id index of one bucket, written in track id order, appearing atomically.
 
     Opening it clears what an earlier attempt left of the bucket in staging; ``close`` publishes
@@ -98,8 +98,7 @@ class BucketWriter:
 
     def abort(self) -> None:
         self.parts.abort()
-        with contextlib.suppress(Exception):
-            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        discard(self._stack)
 
 
 def fetch(source: Source, items: Iterable[WorkItem], settings: ChunkSettings, date: dt.date, where: str,
@@ -134,13 +133,9 @@ def ingest_bucket(wh: Warehouse, source: Source, dataset: str, date: dt.date, bu
     if done is not None:
         return done
     wh.clear_bucket(layout.LEDGER, date, bucket)
-    writer = BucketWriter(wh, dataset, date, bucket, settings)
-    try:
+    with BucketWriter(wh, dataset, date, bucket, settings) as writer:
         counts, problems = fetch(source, items, settings, date, where, writer.write, progress)
-    except BaseException:
-        writer.abort()
-        raise
-    written = writer.close()
+        written = writer.close()
     ledger_records = write_ledger_bucket(wh, date, bucket, heapq.merge(carried_ledger, problems,
                                                                        key=lambda e: e["track_id"]), settings.codec)
     info = written.with_details(counts=counts.as_dict(), ledger_records=ledger_records,

@@ -37,14 +37,10 @@ def _fetch_delta(wh: Warehouse, source: Source, date: dt.date, bucket: int, sett
     plan = DeltaPlan()
     items = plan_delta(read_catalog_bucket(wh, date, bucket), state_ids, ledger, date, policy, key_template, plan)
     local = LocalStorage()
-    delta = RollingWriter(local, lambda p: f"file://{scratch}/delta-{p:04d}.avro", ANALYSIS, "null", 1 << 30)
     where = f"compaction {layout.format_date(date)} bucket {bucket}"
-    try:
+    with RollingWriter(local, lambda p: f"file://{scratch}/delta-{p:04d}.avro", ANALYSIS, "null", 1 << 30) as delta:
         counts, problems = fetch(source, items, settings, date, where, delta.write, progress)
-    except BaseException:
-        delta.abort()
-        raise
-    urls = [f"file://{scratch}/{f.name}" for f in delta.close()]
+        urls = [f"file://{scratch}/{f.name}" for f in delta.close()]
     ledger_rows = sorted(plan.carried + problems, key=lambda e: e["track_id"])
     details = {**plan.as_dict(), "counts": counts.as_dict(), "requests": source.stats.as_dict(),
                "seconds": round(counts.seconds, 3)}
@@ -69,14 +65,10 @@ def compact_bucket(wh: Warehouse, source: Source, date: dt.date, bucket: int, se
         merged = keep_ids(merge_newest(streams, stats), catalog_ids, stats)
         if (done := wh.committed_bucket(layout.ANALYSIS_FULL, date, bucket)) is not None:
             return done  # committed by another worker while this one fetched the delta
-        writer = BucketWriter(wh, layout.ANALYSIS_FULL, date, bucket, settings)
-        try:
+        with BucketWriter(wh, layout.ANALYSIS_FULL, date, bucket, settings) as writer:
             for record in merged:
                 writer.write(upgrade(record))  # sets written by an older analysis format join the new full
-        except BaseException:
-            writer.abort()
-            raise
-        written = writer.close()
+            written = writer.close()
     if written.records != stats.inputs - stats.replaced - stats.dropped:
         raise QualityGateError(f"compaction {date} bucket {bucket}: wrote {written.records} records from "
                                f"{stats.inputs} inputs - {stats.replaced} replaced - {stats.dropped} dropped")
