@@ -1,4 +1,4 @@
-"""Shared plumbing of the thin tasks: the warehouse, output targets and progress reporting."""
+"""Shared plumbing of the thin tasks: the warehouse, output targets, progress reporting, set publication."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import datetime as dt
 
 import luigi
 
+from pipeline import config
+from pipeline.ingest.chunk import publish_analysis
 from pipeline.ingest.engine import Counts
+from pipeline.ops.quality import QualitySettings
+from pipeline.snapshots import schedule
 from pipeline.storage import target_for
 from pipeline.warehouse import Warehouse
 
@@ -33,3 +37,34 @@ def chunk_progress(task: luigi.Task, total: int):
             f"invalid {counts.invalid} · failed {counts.failed} · {rate:.1f} MB/s")
 
     return report
+
+
+class PublishedSet(luigi.Task):
+    """An analysis set of a date: every chunk of it, then publication (quality gate, ledger, the set).
+
+    The first ingest, the incremental and the compaction differ only in their chunk task, their
+    dataset and ``kind``; a date has exactly one analysis set, checked before publishing.
+    """
+
+    date = luigi.DateParameter(description="Date of the analysis set.")
+    dataset: str = ""
+    kind: str = ""
+
+    def chunk(self, bucket: int) -> luigi.Task:
+        raise NotImplementedError
+
+    def details(self, wh: Warehouse) -> dict:
+        """Extra fields of the dataset manifest."""
+        return {}
+
+    def requires(self):
+        return [self.chunk(bucket) for bucket in range(config.warehouse().buckets)]
+
+    def output(self):
+        return success_target(self.dataset, self.date)
+
+    def run(self):
+        wh = warehouse()
+        schedule.check_single_set(wh, self.dataset, self.date)
+        publish_analysis(wh, self.dataset, self.date, config.warehouse().buckets, QualitySettings.from_config(),
+                         kind=self.kind, **self.details(wh))

@@ -6,13 +6,12 @@ import luigi
 
 from pipeline import config, layout
 from pipeline.errors import ConfigError
-from pipeline.ingest.chunk import ChunkSettings, ingest_bucket, publish_analysis
+from pipeline.ingest.chunk import ChunkSettings, ingest_bucket
 from pipeline.ingest.work import full_items
-from pipeline.ops.quality import QualitySettings
 from pipeline.source import source_from_config
 from pipeline.source.catalog import build_catalog, read_catalog_bucket
 from pipeline.storage import target_for
-from tasks.base import chunk_progress, success_target, warehouse
+from tasks.base import PublishedSet, chunk_progress, success_target, warehouse
 
 
 class CatalogSnapshot(luigi.Task):
@@ -65,19 +64,14 @@ class IngestChunk(luigi.Task):
                       inputs=[wh.layout.date_url(layout.CATALOG, self.date), config.source().url])
 
 
-class IngestFullSnapshot(luigi.Task):
+class IngestFullSnapshot(PublishedSet):
     """The full analysis snapshot of a date from a complete ingest of its catalog: all chunks, then publish."""
 
     date = luigi.DateParameter(description="Date of the metadata dump to ingest.")
+    dataset, kind = layout.ANALYSIS_FULL, "full"
 
-    def requires(self):
-        return [IngestChunk(self.date, chunk) for chunk in range(config.warehouse().buckets)]
+    def chunk(self, bucket: int) -> luigi.Task:
+        return IngestChunk(self.date, bucket)
 
-    def output(self):
-        return success_target(layout.ANALYSIS_FULL, self.date)
-
-    def run(self):
-        wh = warehouse()
-        publish_analysis(wh, layout.ANALYSIS_FULL, self.date, config.warehouse().buckets, QualitySettings.from_config(),
-                         kind="full",
-                         inputs=[wh.layout.date_url(layout.CATALOG, self.date), config.source().url])
+    def details(self, wh) -> dict:
+        return {"inputs": [wh.layout.date_url(layout.CATALOG, self.date), config.source().url]}

@@ -8,8 +8,7 @@ import luigi
 
 from pipeline import config, layout
 from pipeline.errors import ScheduleError
-from pipeline.ingest.chunk import ChunkSettings, publish_analysis
-from pipeline.ops.quality import QualitySettings
+from pipeline.ingest.chunk import ChunkSettings
 from pipeline.snapshots import schedule
 from pipeline.snapshots.compaction import compact_bucket
 from pipeline.snapshots.incremental import incremental_bucket
@@ -17,7 +16,7 @@ from pipeline.snapshots.retention import apply_retention
 from pipeline.snapshots.retry import RetryPolicy
 from pipeline.source import source_from_config
 from pipeline.storage import target_for
-from tasks.base import chunk_progress, success_target, warehouse
+from tasks.base import PublishedSet, chunk_progress, warehouse
 from tasks.ingest import CatalogSnapshot, IngestFullSnapshot
 
 
@@ -77,9 +76,7 @@ class _DeltaChunk(luigi.Task):
 
     def run(self):
         wh = warehouse()
-        other = layout.ANALYSIS_INCREMENTAL if self.dataset == layout.ANALYSIS_FULL else layout.ANALYSIS_FULL
-        if wh.is_complete(other, self.date):
-            raise ScheduleError(f"{other} of {self.date} already exists: a date has exactly one analysis set")
+        schedule.check_single_set(wh, self.dataset, self.date)
         total = wh.manifest(layout.CATALOG, self.date).bucket(self.chunk).records
         self.build(wh, source_from_config(), ChunkSettings.from_config(), RetryPolicy.from_config(),
                    config.source().key_template, chunk_progress(self, total))
@@ -103,42 +100,24 @@ class CompactChunk(_DeltaChunk):
         compact_bucket(wh, source, self.date, self.chunk, settings, policy, template, progress)
 
 
-class IncrementalAnalysis(luigi.Task):
+class IncrementalAnalysis(PublishedSet):
     """The incremental analysis set of a date: every bucket, then publication (ledger first)."""
 
     date = luigi.DateParameter(description="Date of the incremental set.")
+    dataset, kind = layout.ANALYSIS_INCREMENTAL, "incremental"
 
-    def requires(self):
-        return [IncrementalChunk(self.date, c) for c in range(config.warehouse().buckets)]
-
-    def output(self):
-        return success_target(layout.ANALYSIS_INCREMENTAL, self.date)
-
-    def run(self):
-        wh = warehouse()
-        if wh.is_complete(layout.ANALYSIS_FULL, self.date):
-            raise ScheduleError(f"a full snapshot of {self.date} exists: no incremental may be published for it")
-        publish_analysis(wh, layout.ANALYSIS_INCREMENTAL, self.date, config.warehouse().buckets,
-                         QualitySettings.from_config(), kind="incremental")
+    def chunk(self, bucket: int) -> luigi.Task:
+        return IncrementalChunk(self.date, bucket)
 
 
-class CompactFullSnapshot(luigi.Task):
+class CompactFullSnapshot(PublishedSet):
     """A new full snapshot by compaction (previous full + incrementals + today's new analyses)."""
 
     date = luigi.DateParameter(description="Date of the new full snapshot.")
+    dataset, kind = layout.ANALYSIS_FULL, "compaction"
 
-    def requires(self):
-        return [CompactChunk(self.date, c) for c in range(config.warehouse().buckets)]
-
-    def output(self):
-        return success_target(layout.ANALYSIS_FULL, self.date)
-
-    def run(self):
-        wh = warehouse()
-        if wh.is_complete(layout.ANALYSIS_INCREMENTAL, self.date):
-            raise ScheduleError(f"an incremental of {self.date} exists: no full snapshot may be published for it")
-        publish_analysis(wh, layout.ANALYSIS_FULL, self.date, config.warehouse().buckets, QualitySettings.from_config(),
-                         kind="compaction")
+    def chunk(self, bucket: int) -> luigi.Task:
+        return CompactChunk(self.date, bucket)
 
 
 class ApplyRetention(luigi.Task):

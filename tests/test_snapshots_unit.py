@@ -58,3 +58,23 @@ def test_plan_delta_fetches_new_reanalysed_and_due_only():
     assert items[2].previous["attempts"] == 1
     assert [e["track_id"] for e in plan.carried] == [_ids("4")]
     assert (plan.new, plan.reanalysed, plan.retried, plan.waiting, plan.taken_down) == (1, 1, 1, 1, 1)
+
+
+def test_a_date_has_exactly_one_analysis_set(tmp_path):
+    import pytest
+
+    from pipeline import layout
+    from pipeline.errors import ScheduleError
+    from pipeline.layout import Layout
+    from pipeline.manifest import BucketManifest
+    from pipeline.snapshots.schedule import check_single_set
+    from pipeline.storage import LocalStorage
+    from pipeline.warehouse import Warehouse
+
+    wh = Warehouse(Layout(f"file://{tmp_path}"), LocalStorage())
+    check_single_set(wh, layout.ANALYSIS_INCREMENTAL, D)  # nothing yet: either may be built
+    wh.commit_bucket(layout.ANALYSIS_FULL, D, BucketManifest(0, 0, 0, []))
+    wh.publish(layout.ANALYSIS_FULL, D, "analysis", buckets=1)
+    check_single_set(wh, layout.ANALYSIS_FULL, D)  # rebuilding (a no-op) the one that exists is fine
+    with pytest.raises(ScheduleError, match="analysis-full of 2026-11-26 already exists.*no analysis-incremental"):
+        check_single_set(wh, layout.ANALYSIS_INCREMENTAL, D)

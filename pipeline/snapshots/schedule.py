@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pipeline import layout
-from pipeline.errors import CatalogError, IncompleteDatasetError
+from pipeline.errors import CatalogError, IncompleteDatasetError, ScheduleError
 from pipeline.warehouse import Warehouse
 
 FULL, INCREMENTAL = "full", "incremental"
@@ -43,6 +43,14 @@ def start_date(wh: Warehouse) -> dt.date:
         raise CatalogError(f"no metadata dump under {wh.layout.dataset_url(layout.TRACKS)} and no "
                            "[pipeline] start_date: nothing to start from")
     return dates[0]
+
+
+def check_single_set(wh: Warehouse, dataset: str, date: dt.date) -> None:
+    """A date has exactly one analysis set: ``ScheduleError`` when the other kind already exists."""
+    other = layout.ANALYSIS_INCREMENTAL if dataset == layout.ANALYSIS_FULL else layout.ANALYSIS_FULL
+    if wh.is_complete(other, date):
+        raise ScheduleError(f"{other} of {layout.format_date(date)} already exists: a date has exactly one "
+                            f"analysis set, so no {dataset} may be built for it")
 
 
 def analysis_set(wh: Warehouse, date: dt.date) -> tuple[str, dt.date]:
