@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
+# Krumhansl-Kessler key profiles (tonic first), the ones the key estimate uses: the ground truth the
+# synthetic pitch vectors are drawn around.
+from pipeline.attributes.maths import KK_MAJOR, KK_MINOR
+
 BASE62 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
-# Krumhansl-Kessler key profiles (tonic first): the ground truth the pitch vectors are drawn around.
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 MALFORMED_KINDS = ("not_json", "truncated", "wrong_shape_list", "no_segments", "pitches_11", "nan", "empty")
 # Keys {id}.json | {id}.json.gz (gzip body) | {id}.json with Content-Encoding: gzip.
 STORAGE_KINDS = ("plain", "gzip-key", "gzip-encoding")
