@@ -139,3 +139,25 @@ def test_every_part_writer_aborts_by_itself_when_its_block_raises(tmp_path, kind
             w.write(record, [0.0, 0.5]) if kind == "indexed" else w.write(record)
         files = w.close()
     assert [f.records for f in files] == [3, 1]
+
+
+def test_a_synthetic_snapshot_is_written_like_a_daily_one_with_its_record_index(tmp_path):
+    """Yesterday's attributes read through the index (no decoding) whoever wrote them."""
+    import datetime as dt
+
+    from pipeline import layout
+    from pipeline.attributes.daily import _previous
+    from pipeline.demo.synthetic_features import attribute_records, write_snapshot
+    from pipeline.layout import Layout
+    from pipeline.warehouse import Warehouse
+
+    wh, date = Warehouse(Layout(f"file://{tmp_path}"), LocalStorage()), dt.date(2026, 11, 26)
+    records = {r["track_id"]: r for r in attribute_records(40, 3)}
+    manifest = write_snapshot(wh, date, records.values(), buckets=2, records_per_part=8)
+    assert manifest.mode == "full" and manifest.counts["computed"] == 40 == manifest.records
+    assert all(e.record_index for e in manifest.entries()) and sum(manifest.summary["mode_counts"]) == 40
+    kept = [e for b in range(2) for e in _previous(wh, date, b)]
+    assert all(e.record is None and e.raw for e in kept), "read through the record index, not decoded"
+    assert sorted(e.track_id for e in kept) == sorted(records)
+    decoded = [r for b in range(2) for r in wh.read_bucket(layout.ATTRIBUTES, date, b)]
+    assert {r["track_id"]: r["tempo"] for r in decoded} == {t: r["tempo"] for t, r in records.items()}

@@ -102,11 +102,24 @@ def build_bucket(wh: Warehouse, task: BucketTask) -> BucketManifest:
     analyses = merge_newest([wh.read_bucket(ds, layout.parse_date(d), bucket) for ds, d in task.analysis_sets])
     catalog_ids = (row.track_id for row in read_catalog_bucket(wh, date, bucket))
     stats = BucketStats(z_threshold=task.z_threshold)
+    inputs = ([wh.layout.date_url(layout.ATTRIBUTES, layout.parse_date(task.previous))] if task.previous
+              else []) + [wh.layout.date_url(ds, layout.parse_date(d)) for ds, d in task.analysis_sets]
+    return write_bucket(wh, date, bucket, join_bucket(catalog_ids, previous, analyses, stats), stats, task.codec,
+                        task.records_per_part, inputs)
+
+
+def write_bucket(wh: Warehouse, date: dt.date, bucket: int, joined: Iterable[tuple[Entry | None, dict | None]],
+                 stats: BucketStats, codec: str, records_per_part: int, inputs: list[str]) -> BucketManifest:
+    """Write kept and computed records (in id order) as one bucket of ``attributes/<date>``, commit it.
+
+    The one way an attributes bucket is written, record index and statistics included, whoever
+    computed the records (the daily job, or a generator of synthetic snapshots).
+    """
     wh.clear_bucket(layout.ATTRIBUTES, date, bucket)
     with IndexedPartsWriter(wh.storage, lambda p: wh.layout.part_url(layout.ATTRIBUTES, date, bucket, p),
-                            wh.layout.record_index_url(layout.ATTRIBUTES, date, bucket), ATTRIBUTES, task.codec,
-                            task.records_per_part, f"{layout.ATTRIBUTES}/{task.date}", VALUE_FIELDS) as out:
-        for prior, record in join_bucket(catalog_ids, previous, analyses, stats):
+                            wh.layout.record_index_url(layout.ATTRIBUTES, date, bucket), ATTRIBUTES, codec,
+                            records_per_part, f"{layout.ATTRIBUTES}/{layout.format_date(date)}", VALUE_FIELDS) as out:
+        for prior, record in joined:
             if record is not None:
                 row = row_of(record)
                 out.write(record, row)
@@ -118,8 +131,6 @@ def build_bucket(wh: Warehouse, task: BucketTask) -> BucketManifest:
                 out.write(prior.record, prior.row)
                 stats.observe(prior.track_id, prior.row)
         files = out.close()
-    inputs = ([wh.layout.date_url(layout.ATTRIBUTES, layout.parse_date(task.previous))] if task.previous
-              else []) + [wh.layout.date_url(ds, layout.parse_date(d)) for ds, d in task.analysis_sets]
     info = BucketManifest.of_files(bucket, files, record_index=wh.layout.record_index_name(bucket),
                                    algorithm_version=ALGORITHM_VERSION, inputs=inputs, **stats.manifest_fields())
     wh.commit_bucket(layout.ATTRIBUTES, date, info)

@@ -25,7 +25,7 @@ from pipeline import layout
 from pipeline.bucketing import bucket_of
 from pipeline.demo.synthetic import BASE62, TIMBRE_MEAN_SD, TIMBRE_SD, kk_profile, make_track_ids, synth_analysis
 from pipeline.formats import ATTRIBUTES
-from pipeline.manifest import BucketManifest, Manifest
+from pipeline.manifest import Manifest
 from pipeline.serving.features import DIM, Features
 from pipeline.warehouse import Warehouse
 
@@ -45,22 +45,25 @@ def attribute_records(n: int, seed: int) -> Iterator[dict]:
 
 def write_snapshot(wh: Warehouse, date: dt.date, records: Iterable[dict], buckets: int = 4,
                    records_per_part: int = 20000, codec: str = "null") -> Manifest:
-    """Publish ``records`` as ``attributes/<date>``: bucketed by id, sorted within buckets, committed, published."""
-    from pipeline.formats.avro_io import RollingWriter
+    """Publish ``records`` as ``attributes/<date>``: bucketed by id, sorted within buckets, committed, published.
 
+    Written by the daily job's own bucket writer, so the snapshot has its record index, summary and
+    quality statistics like a real one (a full build of computed records).
+    """
+    from pipeline.attributes.daily import write_bucket
+    from pipeline.attributes.maths import ALGORITHM_VERSION
+    from pipeline.attributes.summary import BucketStats, combine_summaries
+
+    entries = []
     by_bucket: dict[int, list[dict]] = defaultdict(list)
     for record in records:
         by_bucket[bucket_of(record["track_id"], buckets)].append(record)
     for bucket in range(buckets):
         rows = sorted(by_bucket.pop(bucket, []), key=lambda r: r["track_id"])
-        wh.clear_bucket(layout.ATTRIBUTES, date, bucket)
-        with RollingWriter(wh.storage, lambda p, b=bucket: wh.layout.part_url(layout.ATTRIBUTES, date, b, p),
-                           ATTRIBUTES, codec, records_per_part, f"{layout.ATTRIBUTES}/{date}") as writer:
-            for row in rows:
-                writer.write(row)
-            files = writer.close()
-        wh.commit_bucket(layout.ATTRIBUTES, date, BucketManifest.of_files(bucket, files))
-    return wh.publish(layout.ATTRIBUTES, date, ATTRIBUTES, buckets)
+        stats = BucketStats(computed=len(rows))
+        entries.append(write_bucket(wh, date, bucket, ((None, r) for r in rows), stats, codec, records_per_part, []))
+    return wh.publish(layout.ATTRIBUTES, date, ATTRIBUTES, buckets, mode="full", algorithm_version=ALGORITHM_VERSION,
+                      summary=combine_summaries(entries), inputs=[])
 
 
 def random_ids(rng: np.random.Generator, n: int) -> np.ndarray:
