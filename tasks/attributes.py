@@ -7,7 +7,7 @@ import datetime as dt
 import luigi
 
 from pipeline import config, layout
-from pipeline.attributes.snapshot import build_snapshot, continues_chain
+from pipeline.attributes.snapshot import JobSettings, build_snapshot, continues_chain
 from pipeline.ops.quality import QualitySettings
 from pipeline.snapshots import schedule
 from pipeline.warehouse import Warehouse
@@ -39,11 +39,11 @@ class DailyAttributes(luigi.Task):
         return success_target(layout.ATTRIBUTES, self.date)
 
     def run(self):
-        wh = warehouse()
-        cfg = config.attributes()
+        wh, cfg, ingest = warehouse(), config.attributes(), config.ingest()
+        settings = JobSettings(cfg.runner, cfg.mrjob_conf, config.warehouse().s3_endpoint_url, ingest.codec,
+                               ingest.records_per_part, QualitySettings.from_config())
         self.set_status_message(f"building attributes of {self.date} on the {cfg.runner} runner")
-        manifest = build_snapshot(wh, self.date, config.warehouse().buckets, schedule.start_date(wh), cfg.runner,
-                                  cfg.mrjob_conf, config.warehouse().s3_endpoint_url, QualitySettings.from_config())
+        manifest = build_snapshot(wh, self.date, config.warehouse().buckets, schedule.start_date(wh), settings)
         self.set_status_message(f"{manifest.records} tracks ({manifest.mode}): {manifest.counts}")
 
     @classmethod

@@ -88,7 +88,7 @@ class BucketTask:
     previous: str | None  # date of yesterday's attributes, or None on a full day
     analysis_sets: list[list[str]]  # [[dataset, date], ...] oldest first; newest wins
     codec: str = "snappy"
-    records_per_part: int = 50000
+    records_per_part: int = 20000
     z_threshold: float = 8.0
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass, field
 
 from pipeline import layout
 from pipeline.attributes.daily import BucketTask, yesterday
@@ -41,8 +42,20 @@ def continues_chain(wh: Warehouse, date: dt.date, start: dt.date) -> bool:
     return date > start and yesterday(date) >= chain_floor(wh, start)
 
 
+@dataclass(frozen=True)
+class JobSettings:
+    """How the attributes job runs and writes its files; resolved once, by the task, from the configuration."""
+
+    runner: str = "inline"  # [attributes] runner
+    conf_path: str | None = None  # [attributes] mrjob_conf
+    s3_endpoint_url: str | None = None  # [warehouse] s3_endpoint_url
+    codec: str = "snappy"  # [ingest] codec: every data file of the warehouse
+    records_per_part: int = 20000  # [ingest] records_per_part
+    quality: QualitySettings = field(default_factory=QualitySettings)
+
+
 def plan(wh: Warehouse, date: dt.date, buckets: int, start: dt.date,
-         quality: QualitySettings | None = None) -> tuple[str, list[BucketTask]]:
+         settings: JobSettings | None = None) -> tuple[str, list[BucketTask]]:
     """("incremental" | "full", one task per bucket)."""
     previous = yesterday(date) if continues_chain(wh, date, start) else None
     if previous is not None and wh.is_complete(layout.ATTRIBUTES, previous):
@@ -57,11 +70,11 @@ def plan(wh: Warehouse, date: dt.date, buckets: int, start: dt.date,
         mode, sets = "incremental", [analysis_set(wh, date)]
     else:
         mode, sets = "full", state_as_of(wh, date).sets()
-    lay = wh.layout
+    lay, settings = wh.layout, settings or JobSettings()
     tasks = [BucketTask(lay.root, lay.project, lay.metadata_project, layout.format_date(date), bucket,
                         layout.format_date(previous) if previous else None,
-                        [[dataset, layout.format_date(d)] for dataset, d in sets],
-                        z_threshold=(quality or QualitySettings()).z_threshold) for bucket in range(buckets)]
+                        [[dataset, layout.format_date(d)] for dataset, d in sets], settings.codec,
+                        settings.records_per_part, settings.quality.z_threshold) for bucket in range(buckets)]
     return mode, tasks
 
 
@@ -88,18 +101,18 @@ def run_job(tasks: list[BucketTask], runner: str, conf_path: str | None = None,
             return dict(job.parse_output(mr.cat_output()))
 
 
-def build_snapshot(wh: Warehouse, date: dt.date, buckets: int, start: dt.date, runner: str = "inline",
-                   conf_path: str | None = None, s3_endpoint_url: str | None = None,
-                   quality: QualitySettings | None = None) -> Manifest:
+def build_snapshot(wh: Warehouse, date: dt.date, buckets: int, start: dt.date,
+                   settings: JobSettings | None = None) -> Manifest:
     """Build the missing buckets of ``attributes/<date>``, pass the quality gate, publish (idempotent)."""
     if wh.is_complete(layout.ATTRIBUTES, date):
         return wh.manifest(layout.ATTRIBUTES, date)
-    quality = quality or QualitySettings()
-    mode, tasks = plan(wh, date, buckets, start, quality)
+    settings = settings or JobSettings()
+    quality, runner = settings.quality, settings.runner
+    mode, tasks = plan(wh, date, buckets, start, settings)
     todo = [t for t in tasks if not wh.bucket_committed(layout.ATTRIBUTES, date, t.bucket)]
     log.info("attributes %s (%s): %d of %d buckets to build on the %s runner", date, mode, len(todo), len(tasks),
              runner)
-    run_job(todo, runner, conf_path, s3_endpoint_url)
+    run_job(todo, runner, settings.conf_path, settings.s3_endpoint_url)
     entries = wh.bucket_manifests(layout.ATTRIBUTES, date, buckets)
 
     def gate(staged: list[BucketManifest]) -> None:
