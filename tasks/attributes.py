@@ -7,10 +7,9 @@ import datetime as dt
 import luigi
 
 from pipeline import config, layout
-from pipeline.attributes.snapshot import JobSettings, build_snapshot, continues_chain
-from pipeline.ops.quality import QualitySettings
-from pipeline.snapshots import schedule
+from pipeline.attributes.snapshot import build_snapshot, continues_chain
 from pipeline.warehouse import Warehouse
+from tasks import settings
 from tasks.base import success_target, warehouse
 from tasks.ingest import CatalogSnapshot
 from tasks.snapshots import AnalysisSet
@@ -29,7 +28,7 @@ class DailyAttributes(luigi.Task):
 
     def requires(self):
         wh = warehouse()
-        start = schedule.start_date(wh)
+        start = settings.start_date(wh)
         deps = {"analysis": AnalysisSet(self.date), "catalog": CatalogSnapshot(self.date)}
         if continues_chain(wh, self.date, start):
             deps["yesterday"] = DailyAttributes(self.date - dt.timedelta(days=1))
@@ -39,11 +38,9 @@ class DailyAttributes(luigi.Task):
         return success_target(layout.ATTRIBUTES, self.date)
 
     def run(self):
-        wh, cfg, ingest = warehouse(), config.attributes(), config.ingest()
-        settings = JobSettings(cfg.runner, cfg.mrjob_conf, config.warehouse().s3_endpoint_url, ingest.codec,
-                               ingest.records_per_part, QualitySettings.from_config())
-        self.set_status_message(f"building attributes of {self.date} on the {cfg.runner} runner")
-        manifest = build_snapshot(wh, self.date, config.warehouse().buckets, schedule.start_date(wh), settings)
+        wh, job = warehouse(), settings.attributes_job()
+        self.set_status_message(f"building attributes of {self.date} on the {job.runner} runner")
+        manifest = build_snapshot(wh, self.date, config.warehouse().buckets, settings.start_date(wh), job)
         self.set_status_message(f"{manifest.records} tracks ({manifest.mode}): {manifest.counts}")
 
     @classmethod

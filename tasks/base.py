@@ -9,10 +9,10 @@ import luigi
 from pipeline import config
 from pipeline.ingest.chunk import publish_analysis
 from pipeline.ingest.engine import Counts
-from pipeline.ops.quality import QualitySettings
 from pipeline.snapshots import schedule
 from pipeline.storage import target_for
 from pipeline.warehouse import Warehouse
+from tasks import settings
 
 
 def warehouse() -> Warehouse:
@@ -66,5 +66,5 @@ class PublishedSet(luigi.Task):
     def run(self):
         wh = warehouse()
         schedule.check_single_set(wh, self.dataset, self.date)
-        publish_analysis(wh, self.dataset, self.date, config.warehouse().buckets, QualitySettings.from_config(),
+        publish_analysis(wh, self.dataset, self.date, config.warehouse().buckets, settings.quality(),
                          kind=self.kind, **self.details(wh))

@@ -6,11 +6,12 @@ import luigi
 
 from pipeline import config, layout
 from pipeline.errors import ConfigError
-from pipeline.ingest.chunk import ChunkSettings, ingest_bucket
+from pipeline.ingest.chunk import ingest_bucket
 from pipeline.ingest.work import full_items
 from pipeline.source import source_from_config
 from pipeline.source.catalog import build_catalog, read_catalog_bucket
 from pipeline.storage import target_for
+from tasks import settings
 from tasks.base import PublishedSet, chunk_progress, success_target, warehouse
 
 
@@ -59,7 +60,7 @@ class IngestChunk(luigi.Task):
         total = manifest.bucket(self.chunk).records
         rows = read_catalog_bucket(wh, self.date, self.chunk, manifest)
         ingest_bucket(wh, source_from_config(), layout.ANALYSIS_FULL, self.date, self.chunk,
-                      full_items(rows, config.source().key_template), ChunkSettings.from_config(),
+                      full_items(rows, config.source().key_template), settings.chunk(),
                       progress=chunk_progress(self, total),
                       inputs=[wh.layout.date_url(layout.CATALOG, self.date), config.source().url])
 

@@ -8,14 +8,13 @@ import luigi
 
 from pipeline import config, layout
 from pipeline.errors import ScheduleError
-from pipeline.ingest.chunk import ChunkSettings
 from pipeline.snapshots import schedule
 from pipeline.snapshots.compaction import compact_bucket
 from pipeline.snapshots.incremental import incremental_bucket
 from pipeline.snapshots.retention import apply_retention
-from pipeline.snapshots.retry import RetryPolicy
 from pipeline.source import source_from_config
 from pipeline.storage import target_for
+from tasks import settings
 from tasks.base import PublishedSet, chunk_progress, warehouse
 from tasks.ingest import CatalogSnapshot, IngestFullSnapshot
 
@@ -34,7 +33,7 @@ class AnalysisSet(luigi.Task):
     date = luigi.DateParameter(description="Date of the analysis set (YYYY-MM-DD).")
 
     def requires(self):
-        return AnalysisSet(_yesterday(self.date)) if self.date > schedule.start_date(warehouse()) else []
+        return AnalysisSet(_yesterday(self.date)) if self.date > settings.start_date(warehouse()) else []
 
     def complete(self):
         wh = warehouse()
@@ -42,13 +41,13 @@ class AnalysisSet(luigi.Task):
 
     def run(self):
         wh = warehouse()
-        start = schedule.start_date(wh)
+        start = settings.start_date(wh)
         if self.date < start:
             raise ScheduleError(f"{self.date} is before the pipeline's start date {start} ([pipeline] start_date)")
         if self.date == start:
             yield IngestFullSnapshot(self.date)
             return
-        kind = schedule.kind_for(wh, self.date, start, schedule.CompactionPolicy.from_config())
+        kind = schedule.kind_for(wh, self.date, start, settings.compaction())
         yield CompactFullSnapshot(self.date) if kind == schedule.FULL else IncrementalAnalysis(self.date)
 
 
@@ -71,14 +70,14 @@ class _DeltaChunk(luigi.Task):
         wh = warehouse()
         return wh.is_complete(self.dataset, self.date) or wh.bucket_committed(self.dataset, self.date, self.chunk)
 
-    def build(self, wh, source, settings, policy, template, progress):
+    def build(self, wh, source, chunk_settings, policy, template, progress):
         raise NotImplementedError
 
     def run(self):
         wh = warehouse()
         schedule.check_single_set(wh, self.dataset, self.date)
         total = wh.manifest(layout.CATALOG, self.date).bucket(self.chunk).records
-        self.build(wh, source_from_config(), ChunkSettings.from_config(), RetryPolicy.from_config(),
+        self.build(wh, source_from_config(), settings.chunk(), settings.retry(),
                    config.source().key_template, chunk_progress(self, total))
 
 
@@ -87,8 +86,8 @@ class IncrementalChunk(_DeltaChunk):
 
     dataset = layout.ANALYSIS_INCREMENTAL
 
-    def build(self, wh, source, settings, policy, template, progress):
-        incremental_bucket(wh, source, self.date, self.chunk, settings, policy, template, progress)
+    def build(self, wh, source, chunk_settings, policy, template, progress):
+        incremental_bucket(wh, source, self.date, self.chunk, chunk_settings, policy, template, progress)
 
 
 class CompactChunk(_DeltaChunk):
@@ -96,8 +95,8 @@ class CompactChunk(_DeltaChunk):
 
     dataset = layout.ANALYSIS_FULL
 
-    def build(self, wh, source, settings, policy, template, progress):
-        compact_bucket(wh, source, self.date, self.chunk, settings, policy, template, progress)
+    def build(self, wh, source, chunk_settings, policy, template, progress):
+        compact_bucket(wh, source, self.date, self.chunk, chunk_settings, policy, template, progress)
 
 
 class IncrementalAnalysis(PublishedSet):

@@ -39,14 +39,6 @@ class ChunkSettings:
     codec: str = "snappy"
     quality: QualitySettings = field(default_factory=QualitySettings)
 
-    @classmethod
-    def from_config(cls) -> ChunkSettings:
-        from pipeline import config
-
-        src, ing = config.source(), config.ingest()
-        return cls(src.concurrency, src.max_document_bytes, src.unreachable_after, ing.failure_ratio,
-                   ing.records_per_part, ing.codec, QualitySettings.from_config())
-
 
 def ledger_entry(result: Result, date: dt.date) -> dict:
     """The ledger row of a track that did not make it; ``attempts`` counts days tried."""

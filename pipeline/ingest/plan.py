@@ -29,13 +29,6 @@ class Prices:
     list_per_1000: float = 0.005
     transfer_per_gb: float = 0.09
 
-    @classmethod
-    def from_config(cls) -> Prices:
-        from pipeline import config
-
-        c = config.costs()
-        return cls(c.get_per_1000, c.list_per_1000, c.transfer_per_gb)
-
 
 @dataclass
 class ChunkPlan:

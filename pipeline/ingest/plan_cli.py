@@ -15,6 +15,11 @@ from pipeline.source.catalog import build_catalog
 from pipeline.warehouse import Warehouse
 
 
+def _prices() -> Prices:
+    c = config.costs()
+    return Prices(c.get_per_1000, c.list_per_1000, c.transfer_per_gb)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--date", required=True, help="date of the metadata dump, YYYY-MM-DD")
@@ -28,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if not wh.is_complete(layout.CATALOG, date):
             build_catalog(wh, date, config.warehouse().buckets)
         chunks = plan(wh, source_from_config(), date, config.warehouse().buckets,
-                      config.source().key_template, Prices.from_config())
+                      config.source().key_template, _prices())
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -39,13 +39,6 @@ class QualitySettings:
     max_anomaly_ratio: float = 0.02
     z_threshold: float = 8.0
 
-    @classmethod
-    def from_config(cls) -> QualitySettings:
-        from pipeline import config
-
-        c = config.quality()
-        return cls(c.enabled, c.max_out_of_range_ratio, c.max_anomaly_ratio, c.z_threshold)
-
 
 @dataclass
 class QualityStats:

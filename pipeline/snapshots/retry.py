@@ -19,13 +19,6 @@ class RetryPolicy:
     first_days: int = 1
     max_days: int = 32
 
-    @classmethod
-    def from_config(cls) -> RetryPolicy:
-        from pipeline import config
-
-        c = config.retry()
-        return cls(c.missing_first_days, c.missing_max_days)
-
     def gap_days(self, attempts: int) -> int:
         """Days to wait after the ``attempts``-th attempt: first, 2×first, 4×first, ... capped."""
         return min(self.first_days * 2 ** max(attempts - 1, 0), self.max_days)

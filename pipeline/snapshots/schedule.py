@@ -23,19 +23,9 @@ class CompactionPolicy:
     every_days: int = 7
     max_incremental_ratio: float = 0.2
 
-    @classmethod
-    def from_config(cls) -> CompactionPolicy:
-        from pipeline import config
 
-        c = config.compaction()
-        return cls(c.every_days, c.max_incremental_ratio)
-
-
-def start_date(wh: Warehouse) -> dt.date:
-    """The pipeline's first date: ``[pipeline] start_date``, else the earliest metadata dump."""
-    from pipeline import config
-
-    configured = config.pipeline().start_date
+def start_date(wh: Warehouse, configured: str | None = None) -> dt.date:
+    """The pipeline's first date: ``configured`` (``[pipeline] start_date``), else the earliest metadata dump."""
     if configured:
         return layout.parse_date(configured)
     dates = layout.dates_in(wh.storage.list_names(wh.layout.dataset_url(layout.TRACKS)))
