@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import fastavro
 from fastavro.write import Writer
@@ -122,46 +122,63 @@ class AbortOnError:
         return False
 
 
-@dataclass
-class RollingWriter(AbortOnError):
-    """Writes an ordered stream of records into successive part files of one bucket."""
+class RollingParts(AbortOnError):
+    """An ordered stream of records in successive part files of one bucket, each appearing atomically.
 
-    storage: Storage
-    part_url: Callable[[int], str]
-    schema_name: str
-    codec: str
-    records_per_part: int
-    identity: str = ""  # e.g. "analysis-full/2026-11-26": with the part name, seeds the sync markers
-    parts: list[FileInfo] = field(default_factory=list)
-    _stack: contextlib.ExitStack | None = None
-    _write: Callable[[dict], None] | None = None
+    The one implementation of rolling, closing and aborting; a subclass says how a part is opened
+    (``_open``: a writer with an ``info``) and sealed before its file is moved into place (``_seal``).
+    """
 
-    def write(self, record: dict) -> None:
-        if self._write is None or self._write.info.records >= self.records_per_part:  # type: ignore[attr-defined]
-            self._roll()
-        self._write(record)  # type: ignore[misc]
+    def __init__(self, storage: Storage, part_url: Callable[[int], str], schema_name: str, codec: str,
+                 records_per_part: int, identity: str = "", on_part: Callable[[FileInfo], None] | None = None):
+        self.storage, self.part_url, self.schema_name = storage, part_url, schema_name
+        self.codec, self.records_per_part = codec, records_per_part
+        self.identity = identity  # e.g. "analysis-full/2026-11-26": with the part name, seeds the sync markers
+        self.on_part = on_part  # called with each part once it is in place
+        self.parts: list[FileInfo] = []
+        self._stack: contextlib.ExitStack | None = None
+        self._part = None
 
-    def _roll(self) -> None:
-        self._finish_part()
-        url = self.part_url(len(self.parts))
-        self._stack = contextlib.ExitStack()
-        identity = f"{self.identity}/{url.rsplit('/', 1)[-1]}"
-        self._write = self._stack.enter_context(
-            open_writer(self.storage, url, self.schema_name, self.codec, identity))
+    def _open(self, url: str, stack: contextlib.ExitStack, identity: str):
+        raise NotImplementedError
 
-    def _finish_part(self) -> None:
-        if self._stack is not None:
-            self._stack.close()
-            self.parts.append(self._write.info)  # type: ignore[union-attr]
-            self._stack, self._write = None, None
+    def _seal(self, part) -> None:
+        """Last writes of a part, before its file is moved into place."""
+
+    def _current(self):
+        if self._part is None or self._part.info.records >= self.records_per_part:
+            self._finish()
+            url = self.part_url(len(self.parts))
+            self._stack = contextlib.ExitStack()
+            self._part = self._open(url, self._stack, f"{self.identity}/{url.rsplit('/', 1)[-1]}")
+        return self._part
+
+    def _finish(self) -> None:
+        if self._part is not None:
+            self._seal(self._part)
+            self._stack.close()  # type: ignore[union-attr]
+            self.parts.append(self._part.info)
+            self._stack = self._part = None
+            if self.on_part is not None:
+                self.on_part(self.parts[-1])
 
     def close(self) -> list[FileInfo]:
         """Publish the last part; returns every part written (none for an empty bucket)."""
-        self._finish_part()
+        self._finish()
         return self.parts
 
     def abort(self) -> None:
         """Drop the part being written (its temporary file never becomes visible)."""
         if self._stack is not None:
             discard(self._stack)
-            self._stack, self._write = None, None
+            self._stack = self._part = None
+
+
+class RollingWriter(RollingParts):
+    """Rolling part files written record by record with fastavro."""
+
+    def _open(self, url: str, stack: contextlib.ExitStack, identity: str):
+        return stack.enter_context(open_writer(self.storage, url, self.schema_name, self.codec, identity))
+
+    def write(self, record: dict) -> None:
+        self._current()(record)

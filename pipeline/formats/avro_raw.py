@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import cramjam
 import fastavro
@@ -20,7 +20,7 @@ from fastavro.write import Writer
 
 from pipeline.errors import CorruptFileError, PipelineError
 from pipeline.formats import schema, schema_fingerprint
-from pipeline.formats.avro_io import SYNC_INTERVAL, AbortOnError, CountingFile, FileInfo, discard, sync_marker
+from pipeline.formats.avro_io import SYNC_INTERVAL, CountingFile, FileInfo, RollingParts, sync_marker
 from pipeline.storage import Storage
 
 
@@ -99,51 +99,19 @@ class RawFileWriter:
             self.block, self.count = io.BytesIO(), 0
 
 
-class RawRollingWriter(AbortOnError):
-    """Like ``RollingWriter``, for a mix of copied (``write_raw``) and new (``write``) records."""
+class RawRollingWriter(RollingParts):
+    """Rolling part files for a mix of copied (``write_raw``) and new (``write``) records."""
 
-    def __init__(self, storage: Storage, part_url: Callable[[int], str], schema_name: str, codec: str,
-                 records_per_part: int, identity: str, on_part: Callable[[FileInfo], None] | None = None):
-        self.storage, self.part_url, self.schema_name = storage, part_url, schema_name
-        self.codec, self.records_per_part, self.identity = codec, records_per_part, identity
-        self.on_part = on_part  # called with each part once it is in place
-        self.parts: list[FileInfo] = []
-        self._stack: contextlib.ExitStack | None = None
-        self._file: RawFileWriter | None = None
-        self._counter = None
+    def _open(self, url: str, stack: contextlib.ExitStack, identity: str) -> RawFileWriter:
+        self._counter = CountingFile(stack.enter_context(self.storage.atomic_writer(url)), url)
+        return RawFileWriter(self._counter, self.schema_name, self.codec, identity)
 
-    def _current(self) -> RawFileWriter:
-        if self._file is None or self._file.info.records >= self.records_per_part:
-            self._finish()
-            url = self.part_url(len(self.parts))
-            self._stack = contextlib.ExitStack()
-            raw = self._stack.enter_context(self.storage.atomic_writer(url))
-            self._counter = CountingFile(raw, url)
-            self._file = RawFileWriter(self._counter, self.schema_name, self.codec,
-                                       f"{self.identity}/{url.rsplit('/', 1)[-1]}")
-        return self._file
+    def _seal(self, part: RawFileWriter) -> None:
+        part.flush()
+        part.info.bytes = self._counter.bytes
 
     def write_raw(self, encoded: bytes) -> int:
         return self._current().write_raw(encoded)
 
     def write(self, record: dict) -> int:
         return self._current().write(record)
-
-    def _finish(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            self._file.info.bytes = self._counter.bytes
-            self._stack.close()
-            self.parts.append(self._file.info)
-            self._stack = self._file = None
-            if self.on_part is not None:
-                self.on_part(self.parts[-1])
-
-    def close(self) -> list[FileInfo]:
-        self._finish()
-        return self.parts
-
-    def abort(self) -> None:
-        if self._stack is not None:
-            discard(self._stack)
-            self._stack = self._file = None
