@@ -36,6 +36,8 @@ class PublishAttributes(luigi.Task):
     def run(self):
         cfg = serving()
         with store_from_config() as store:
-            result = publish_snapshot(warehouse(), self.date, store, cfg.index_dir, cfg.batch_size, cfg.concurrency)
-        self.set_status_message(f"{result.version}: {result.records} records active in the {store.kind} store; "
-                                f"previous {result.previous}; dropped {result.dropped or 'none'}")
+            result = publish_snapshot(warehouse(), self.date, store, cfg.index_dir, cfg.batch_size, cfg.concurrency,
+                                      full_threshold=cfg.full_threshold)
+        self.set_status_message(f"{result.version}: {result.records} records active in the {store.kind} store "
+                                f"({result.mode} publish, {result.loaded} rows written); previous {result.previous}; "
+                                f"dropped {result.dropped or 'none'}")

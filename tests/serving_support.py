@@ -46,6 +46,13 @@ def attribute_records(n: int, seed: int) -> tuple[dict, ...]:
     return tuple(synthetic.attribute_records(n, seed))
 
 
+def as_stored(record: dict) -> dict:
+    """A record as the store and the warehouse give it back (Avro binary: float arrays are float32)."""
+    from pipeline.serving import cells
+
+    return cells.decode(cells.encode(record))
+
+
 def make_warehouse(root: Path) -> Warehouse:
     return Warehouse(Layout(f"file://{root}"), LocalStorage())
 
@@ -135,13 +142,13 @@ class SlowStore:
     def __getattr__(self, name: str):
         return getattr(self._store, name)
 
-    def load_version(self, version: str, records: Iterable[dict], batch_size: int = 1000, concurrency: int = 1) -> int:
-        def crawl() -> Iterator[dict]:
-            for record in records:
+    def apply(self, version: str, changes: Iterable, batch_size: int = 1000, concurrency: int = 1) -> int:
+        def crawl() -> Iterator:
+            for change in changes:
                 time.sleep(self._delay)
-                yield record
+                yield change
 
-        return self._store.load_version(version, crawl(), batch_size, concurrency)
+        return self._store.apply(version, crawl(), batch_size, concurrency)
 
 
 def main(argv: list[str] | None = None) -> None:

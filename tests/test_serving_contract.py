@@ -23,6 +23,7 @@ from tests.serving_support import (
     DAY2,
     DAY3,
     REPO,
+    as_stored,
     attribute_records,
     make_warehouse,
     python_module,
@@ -33,7 +34,7 @@ from tests.serving_support import (
 pytest_plugins = ["tests.serving_support"]
 
 V1, V2, V3 = (layout.format_date(d) for d in (DAY1, DAY2, DAY3))
-RECORDS = attribute_records(120, 1)
+RECORDS = tuple(as_stored(r) for r in attribute_records(120, 1))
 IDS = [r["track_id"] for r in RECORDS]
 ABSENT = "0" * 22
 
@@ -96,7 +97,7 @@ def test_reload_is_idempotent(new_store):
 def test_flip_is_seen_by_another_client_and_versions_are_isolated(new_store):
     writer, _ = new_store()
     reader, _ = new_store()
-    other = attribute_records(40, 9)
+    other = [as_stored(r) for r in attribute_records(40, 9)]
     loaded(writer, V1)
     writer.activate(V1)
     loaded(writer, V2, other)
@@ -138,7 +139,9 @@ def test_publish_flips_keeps_one_previous_and_reruns_are_noops(new_store, wareho
     assert (second.previous, second.dropped, store.versions()) == (V1, [], [V1, V2])
     third = publish_snapshot(warehouse, DAY3, store, index_dir)
     assert (third.previous, third.dropped, store.versions()) == (V2, [V1], [V2, V3])
-    assert not index_path(index_dir, V1).exists()
+    # every track differs between the days: V2 is a daily version of them all, V3 a full load (drift)
+    assert (first.mode, second.mode, second.parent, third.mode) == ("full", "daily", V1, "full")
+    assert index_path(index_dir, V1).exists()  # V1's folder holds the base segment V2 still reads
     assert index_path(index_dir, V2).exists() and index_path(index_dir, V3).exists()
     store.activate(V2)  # rollback to the kept previous version is one flip
     assert store.active_version() == V2
@@ -161,8 +164,8 @@ class LossyStore:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def load_version(self, version, records, batch_size=1000, concurrency=1):
-        return self._store.load_version(version, list(records)[:-1], batch_size, concurrency)
+    def apply(self, version, changes, batch_size=1000, concurrency=1):
+        return self._store.apply(version, list(changes)[:-1], batch_size, concurrency)
 
 
 def test_a_short_load_fails_verification_and_readers_stay(new_store, warehouse, tmp_path):
@@ -171,7 +174,8 @@ def test_a_short_load_fails_verification_and_readers_stay(new_store, warehouse, 
     with pytest.raises(PublishError, match="different number of records"):
         publish_snapshot(warehouse, DAY2, LossyStore(store), tmp_path)
     assert store.active_version() == V1 and not store.is_verified(V2)
-    assert publish_snapshot(warehouse, DAY2, store, tmp_path).loaded == 150  # the rerun reloads from scratch
+    rerun = publish_snapshot(warehouse, DAY2, store, tmp_path)
+    assert (rerun.mode, rerun.loaded) == ("daily", 300)  # the rerun applies every change again: 150 out, 150 in
     assert store.active_version() == V2
 
 
@@ -208,7 +212,7 @@ def test_a_publish_killed_midway_leaves_readers_on_the_previous_snapshot(new_sto
     assert store.get(next(iter(day2))) is None
 
     rerun = publish_snapshot(warehouse, DAY2, store, tmp_path)
-    assert (rerun.loaded, rerun.previous, store.active_version()) == (150, V1, V2)
+    assert (rerun.mode, rerun.loaded, rerun.previous, store.active_version()) == ("daily", 300, V1, V2)
     assert store.get_many(list(day2)) == day2
     assert store.versions() == [V1, V2]
 

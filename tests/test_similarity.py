@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.demo.synthetic_features import clustered_features
-from pipeline.serving import similarity
 from pipeline.serving.errors import PublishError, UnknownTrackError
-from pipeline.serving.features import DIM, FeatureCollector, Features, standardise
+from pipeline.serving.features import DIM, SCALE, FeatureCollector, Features, standardise
 from pipeline.serving.similarity import NO_FILTERS, Filters, SimilarityIndex, exact_search
 
 UNIT = np.array([[1, 0], [0, 1], [0.6, 0.8], [0.8, 0.6], [-1, 0]], dtype=np.float32)
@@ -68,21 +67,27 @@ def test_feature_collector_rejects_broken_snapshots():
         collector.finish()
 
 
-def literal_index() -> SimilarityIndex:
-    """Five tracks on the unit circle (plus a featureless one) with known tempo, key and mode."""
-    vectors = np.vstack((UNIT, np.zeros((1, 2), np.float32)))
+def literal_index(tmp_path) -> SimilarityIndex:
+    """Five tracks on the unit circle (plus a featureless one) with known tempo, key and mode.
+
+    The vectors live in the first two dimensions; statistics of mean 0 and std = the group scale
+    make the standardisation an identity, so the index searches exactly these vectors.
+    """
+    vectors = np.zeros((6, DIM), np.float32)
+    vectors[:5, :2] = UNIT
     ids = np.array([c * 22 for c in "ABCDEF"], dtype="S22")
     features = Features(ids, vectors, np.array([100, 120, 130, np.nan, 100, 100], np.float32),
                         np.array([0, 0, 5, 0, -1, 0], np.int8), np.array([1, 1, 1, 0, 1, 1], np.int8))
-    return SimilarityIndex("2026-11-26", features, np.zeros(2, np.float32), np.ones(2, np.float32))
+    return SimilarityIndex.build(features, "2026-11-26", tmp_path / "index-2026-11-26",
+                                 stats=(np.zeros(DIM, np.float32), SCALE.copy()))
 
 
 def ids(neighbours) -> list[str]:
     return [n.track_id[0] for n in neighbours]
 
 
-def test_similar_excludes_the_track_and_applies_filters():
-    index = literal_index()
+def test_similar_excludes_the_track_and_applies_filters(tmp_path):
+    index = literal_index(tmp_path)
     assert ids(index.similar("A" * 22, 3)) == ["D", "C", "B"]
     assert ids(index.similar("A" * 22, 10, Filters(tempo_min=120, tempo_max=130))) == ["C", "B"]  # inclusive
     assert ids(index.similar("A" * 22, 10, Filters(tempo_min=90))) == ["C", "B", "E"]  # unknown tempo never passes
@@ -95,48 +100,85 @@ def test_similar_excludes_the_track_and_applies_filters():
         index.similar("Z" * 22)
 
 
-def recall_at_10(index: SimilarityIndex, queries: np.ndarray, filters: Filters = NO_FILTERS) -> float:
-    hits = 0
-    for row in queries:
-        mask = index.filter_mask(row, filters)
-        candidates = np.flatnonzero(mask) if mask is not None else None
-        rows, _ = exact_search(index.vectors, index.vectors[row], 11, rows=candidates)
-        exact = [r for r in rows[0].tolist() if r != row][:10]
-        found = [index.row_of(n.track_id) for n in index.similar(index.ids[row].decode(), 10, filters)]
-        assert mask is None or all(mask[found])
+def exact_neighbours(index: SimilarityIndex, track_id: str, k: int, filters: Filters = NO_FILTERS) -> list[str]:
+    """The reference: every live row of every segment scored by plain numpy, filtered, best first."""
+    seg, row = index.locate(track_id)
+    query = np.asarray(seg.vectors[row])
+    scored = []
+    for s, dead in index.segments:
+        rows = np.arange(s.listed)
+        if dead is not None:
+            rows = np.setdiff1d(rows, dead)
+        keep = np.ones(len(rows), bool)
+        if filters.tempo_min is not None:
+            keep &= s.tempo[rows] >= filters.tempo_min
+        if filters.tempo_max is not None:
+            keep &= s.tempo[rows] <= filters.tempo_max
+        if filters.same_key:
+            keep &= (s.key[rows] == seg.key[row]) & (s.mode[rows] == seg.mode[row])
+        rows = rows[keep]
+        scores = np.asarray(s.vectors[rows]) @ query
+        scored += [(float(sc), bytes(s.ids[r]).decode()) for sc, r in zip(scores, rows, strict=True)]
+    scored.sort(key=lambda t: -t[0])
+    return [t for _, t in scored if t != track_id][:k]
+
+
+def recall_at_10(index: SimilarityIndex, track_ids: list[str], filters: Filters = NO_FILTERS) -> float:
+    hits = 0.0
+    for track_id in track_ids:
+        exact = exact_neighbours(index, track_id, 10, filters)
+        found = [n.track_id for n in index.similar(track_id, 10, filters)]
         hits += len(set(found) & set(exact)) / max(1, len(exact))
-    return hits / len(queries)
+    return hits / len(track_ids)
 
 
 @pytest.fixture(scope="module")
-def clustered_index() -> SimilarityIndex:
-    return SimilarityIndex.build(clustered_features(5000, seed=3), "2026-11-26", approximate=True)
+def clustered(tmp_path_factory) -> tuple[Features, SimilarityIndex]:
+    features = clustered_features(20_000, seed=3)
+    raw = features.raw.copy()
+    index = SimilarityIndex.build(features, "2026-11-26", tmp_path_factory.mktemp("ivf") / "index-2026-11-26",
+                                  buckets=4)
+    return Features(features.ids, raw, features.tempo, features.key, features.mode), index
 
 
-def test_approximate_recall_at_10(clustered_index):
-    assert clustered_index.ann is not None and clustered_index.ann.nlist > 16
-    queries = np.random.default_rng(1).choice(len(clustered_index), 200, replace=False)
-    assert recall_at_10(clustered_index, queries) >= 0.9
+def sample_ids(features: Features, n: int, seed: int) -> list[str]:
+    return [features.ids[i].decode() for i in np.random.default_rng(seed).choice(len(features), n, replace=False)]
 
 
-def test_approximate_search_with_filters(clustered_index, monkeypatch):
-    monkeypatch.setattr(similarity, "EXACT_BELOW", 0)  # force the approximate path even for small subsets
-    queries = np.random.default_rng(2).choice(len(clustered_index), 100, replace=False)
-    assert recall_at_10(clustered_index, queries, Filters(tempo_min=90, tempo_max=150)) >= 0.9
-    assert recall_at_10(clustered_index, queries, Filters(same_key=True)) >= 0.9
+def test_approximate_recall_at_10(clustered):
+    features, index = clustered
+    assert index.base.nlist > 16
+    assert recall_at_10(index, sample_ids(features, 100, 1)) >= 0.9
 
 
-def test_save_and_load_round_trip(clustered_index, tmp_path):
-    path = clustered_index.save(tmp_path / "index-2026-11-26.npz")
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
-    loaded = SimilarityIndex.load(path)
-    assert loaded.version == "2026-11-26" and loaded.ann is not None
-    for row in (0, 17, 4999):
-        tid = clustered_index.ids[row].decode()
+def test_approximate_search_with_filters(clustered):
+    features, index = clustered
+    queries = sample_ids(features, 60, 2)
+    assert recall_at_10(index, queries, Filters(tempo_min=90, tempo_max=150)) >= 0.9
+    assert recall_at_10(index, queries, Filters(same_key=True)) >= 0.9
+
+
+def test_the_index_is_the_same_when_opened_again(clustered):
+    features, index = clustered
+    reopened = SimilarityIndex.open(index.directory)
+    assert reopened.version == "2026-11-26" and len(reopened) == len(features)
+    assert not list(index.directory.parent.glob(".*"))  # no temporary folder or spill left behind
+    for track_id in sample_ids(features, 5, 3):
         same_key = Filters(same_key=True)
-        assert loaded.similar(tid, 10, same_key) == clustered_index.similar(tid, 10, same_key)
-        assert loaded.similar(tid, 10) == clustered_index.similar(tid, 10)
+        assert reopened.similar(track_id, 10, same_key) == index.similar(track_id, 10, same_key)
+        assert reopened.similar(track_id, 10) == index.similar(track_id, 10)
 
 
-def test_small_catalogues_get_no_approximate_index():
-    assert SimilarityIndex.build(clustered_features(500, seed=4), "2026-11-26").ann is None
+def test_every_track_is_found_by_id(clustered):
+    features, index = clustered
+    for i in range(0, len(features), 97):
+        seg, row = index.locate(features.ids[i].decode())
+        assert seg.ids[row] == features.ids[i]
+    assert index.locate("0" * 22) is None
+
+
+def test_small_catalogues_are_one_list_searched_exactly(tmp_path):
+    index = SimilarityIndex.build(clustered_features(500, seed=4), "2026-11-26", tmp_path / "index-2026-11-26")
+    assert index.base.nlist == 1
+    track_id = index.base.ids[0].decode()
+    assert [n.track_id for n in index.similar(track_id, 10)] == exact_neighbours(index, track_id, 10)

@@ -40,8 +40,22 @@ from pipeline.serving.similarity import Filters, SimilarityIndex, index_path
 from pipeline.serving.stores.base import AttributeStore
 
 
+def _cap_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (default 8 per core): with FastAPI's thread pool each worker thread
+    otherwise gets its own arena, and freed memory stays fragmented across them, so RSS kept
+    growing under a long mixed load. Same effect as ``MALLOC_ARENA_MAX``; a no-op off glibc."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+
+
 class ServingState:
-    """The store plus the similarity index of whichever version is active (reloaded on a flip)."""
+    """The store plus the similarity index of whichever version is active (swapped on a flip).
+
+    Only one index is held: on a flip the new one replaces it and the old one's memory maps are
+    released with it (the index files are memory-mapped, so API processes on a host share them).
+    """
 
     def __init__(self, store: AttributeStore, index_dir: str | Path):
         self.store, self.index_dir = store, Path(index_dir)
@@ -58,9 +72,10 @@ class ServingState:
         with self._lock:  # one request loads a new index; the others wait for it rather than load it again
             if self._index is None or self._index.version != version:
                 path = index_path(self.index_dir, version)
-                if not path.exists():
+                if not (path / "meta.json").exists():
                     raise StoreUnavailableError(f"no similarity index {path} for the active version {version}")
-                self._index = SimilarityIndex.load(path)
+                self._index = None  # release the retired version's maps before opening the next
+                self._index = SimilarityIndex.open(path)
             return self._index
 
 
@@ -92,7 +107,7 @@ def create_app(store: AttributeStore, index_dir: str | Path) -> FastAPI:
     def snapshot() -> dict:
         version = state.version()
         return {"version": version, "records": store.records_of(version), "store": store.kind,
-                "similarity_index": index_path(index_dir, version).exists()}
+                "similarity_index": (index_path(index_dir, version) / "meta.json").exists()}
 
     @app.get("/tracks/{track_id}", response_model=TrackResponse, summary="Attributes of one track")
     def track(track_id: str) -> dict:
@@ -204,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cassandra-keyspace", default=None)
     parser.add_argument("--index-dir", default=cfg.index_dir)
     args = parser.parse_args(argv)
+    _cap_malloc_arenas()
     with store_from_config(store=args.store, sqlite_path=args.sqlite_path, redis_url=args.redis_url,
                            redis_prefix=args.redis_prefix, cassandra_hosts=args.cassandra_hosts,
                            cassandra_port=args.cassandra_port, cassandra_keyspace=args.cassandra_keyspace) as store:

@@ -55,7 +55,12 @@ class serving(luigi.Config):  # noqa: N801 - luigi maps the class name to the [s
     )
     index_dir = luigi.Parameter(
         default="var/serving",
-        description="Folder of the similarity indexes, one index-<date>.npz per published version.",
+        description="Folder of the similarity indexes, one index-<date>/ folder per published version.",
+    )
+    full_threshold = luigi.FloatParameter(
+        default=0.25, significant=False,
+        description="A daily publish becomes a full load once the tracks changed since the last full load pass "
+        "this share of the records (bounds drift, like compaction).",
     )
     http_host = luigi.Parameter(
         default="127.0.0.1", significant=False, description="Address the lookup API listens on (loopback by default).",

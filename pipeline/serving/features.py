@@ -29,7 +29,6 @@ grid's), key and mode (the analyzer's, else the estimated ones; -1 when unknown)
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -175,23 +174,123 @@ class FeatureCollector:
         return Features(ids, cols["raw"][order], cols["tempo"][order], cols["key"][order], cols["mode"][order])
 
 
+def column_stats(raw_blocks) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per dimension over blocks of raw rows, ignoring NaN (float64 sums: one pass, flat memory).
+
+    An all-null column has mean 0 and std 0 (it is then left at 0 by ``apply_standardise``).
+    """
+    total, squares, count = np.zeros(DIM), np.zeros(DIM), np.zeros(DIM)
+    for raw in raw_blocks:
+        values = raw.astype(np.float64)
+        seen = ~np.isnan(values)
+        values[~seen] = 0.0
+        total += values.sum(axis=0)
+        squares += (values * values).sum(axis=0)
+        count += seen.sum(axis=0)
+    safe = np.maximum(count, 1)
+    mean = total / safe
+    std = np.sqrt(np.maximum(squares / safe - mean * mean, 0.0))
+    std[std < 1e-12 * np.maximum(1.0, np.abs(mean))] = 0.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def apply_standardise(part: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Standardise, weight by group and L2-normalise ``part`` in place with given statistics."""
+    scale = (SCALE / np.where(std > 0, std, np.inf)).astype(np.float32)
+    part -= mean.astype(np.float32)
+    part *= scale
+    np.nan_to_num(part, copy=False, nan=0.0)
+    norms = np.linalg.norm(part, axis=1, keepdims=True)
+    np.divide(part, norms, out=part, where=norms > 0)
+    return part
+
+
 def standardise(raw: np.ndarray, block: int = 262144) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Standardised, group-weighted, L2-normalised float32 vectors, plus the mean and std used.
 
     Works in place on ``raw`` block by block, so a million tracks never need a second matrix.
     A constant dimension (std 0) is left at 0 instead of dividing by zero.
     """
-    with warnings.catch_warnings():  # an all-null column has no mean: it becomes 0 below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nan_to_num(np.nanmean(raw, axis=0, dtype=np.float64)) if len(raw) else np.zeros(DIM)
-        std = np.nan_to_num(np.nanstd(raw, axis=0, dtype=np.float64)) if len(raw) else np.zeros(DIM)
-    safe_std = np.where(std > 0, std, np.inf)
-    scale = (SCALE / safe_std).astype(np.float32)
+    mean, std = column_stats(raw[start:start + block] for start in range(0, len(raw), block))
     for start in range(0, len(raw), block):
-        part = raw[start:start + block]
-        part -= mean.astype(np.float32)
-        part *= scale
-        np.nan_to_num(part, copy=False, nan=0.0)
-        norms = np.linalg.norm(part, axis=1, keepdims=True)
-        np.divide(part, norms, out=part, where=norms > 0)
-    return raw, mean.astype(np.float32), std.astype(np.float32)
+        apply_standardise(raw[start:start + block], mean, std)
+    return raw, mean, std
+
+
+ROW = np.dtype([("id", f"S{ID_LENGTH}"), ("vec", "<f4", (DIM,)), ("tempo", "<f4"), ("key", "i1"), ("mode", "i1")])
+
+
+def feature_row(record: dict, out) -> None:
+    """Fill one ``ROW`` (a numpy record) from an attributes record."""
+    track_id = record["track_id"]
+    if len(track_id) != ID_LENGTH or not track_id.isascii():
+        raise PublishError(f"track id {track_id!r} is not a 22-character base62 id")
+    out["id"] = track_id.encode("ascii")
+    raw_vector(record, out["vec"])
+    tempo = tempo_of(record)
+    out["tempo"] = np.nan if tempo is None else tempo
+    out["key"], out["mode"] = key_of(record), mode_of(record)
+
+
+class RowSpill:
+    """Features of records streaming past, appended to a file of ``ROW`` records: flat memory at any size.
+
+    Why a file: at 35M tracks the feature rows alone are ~7 GB; the publish keeps one 8192-row
+    buffer and the index builder reads the file back block by block. Rows must arrive bucket by
+    bucket, sorted by id within a bucket (the warehouse's order); ``end_bucket`` marks each end.
+    """
+
+    def __init__(self, path: str, buffer_rows: int = 8192):
+        self.path = path
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self._buf = np.zeros(buffer_rows, ROW)
+        self._used = 0
+        self.n = 0
+        self.bucket_offsets = [0]
+        self._last = b""
+
+    def add(self, record: dict) -> None:
+        if self._used == len(self._buf):
+            self._flush()
+        feature_row(record, self._buf[self._used])
+        self._append(record["track_id"])
+
+    def add_row(self, row) -> None:
+        """Append an already filled ``ROW``."""
+        if self._used == len(self._buf):
+            self._flush()
+        self._buf[self._used] = row
+        self._append(row["id"].decode())
+
+    def _append(self, track_id: str) -> None:
+        row = self._buf[self._used]
+        if row["id"] <= self._last:
+            raise PublishError(f"track id {track_id} is out of order or duplicated in the snapshot")
+        self._last = bytes(row["id"])
+        self._used += 1
+        self.n += 1
+
+    def tap(self, records: Iterable[dict]) -> Iterator[dict]:
+        for record in records:
+            self.add(record)
+            yield record
+
+    def end_bucket(self) -> None:
+        self.bucket_offsets.append(self.n)
+        self._last = b""
+
+    def _flush(self) -> None:
+        self._file.write(self._buf[:self._used].tobytes())
+        self._used = 0
+
+    def close(self) -> int:
+        self._flush()
+        self._file.close()
+        return self.n
+
+
+def read_blocks(path: str, n: int, dtype: np.dtype, block: int = 65536) -> Iterator[np.ndarray]:
+    """The records of a flat file in blocks (read, not mapped: the pages do not stay in this process)."""
+    with open(path, "rb") as f:
+        for start in range(0, n, block):
+            yield np.fromfile(f, dtype, count=min(block, n - start))

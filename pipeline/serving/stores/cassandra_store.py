@@ -1,16 +1,21 @@
-"""The Cassandra store for production scale: one table per version, token-aware concurrent loads.
+"""The Cassandra store for production scale: one row per track with its packed cells, token-aware writes.
 
 Schema (keyspace from ``[serving] cassandra_keyspace``)::
 
-    attributes_<yyyy_mm_dd> (track_id text PRIMARY KEY, doc blob)   one per version
-    serving_versions        (version text PRIMARY KEY, records bigint, verified boolean)
-    serving_pointer         (name text PRIMARY KEY, version text)    the row 'active'
+    attribute_rows   (track_id text PRIMARY KEY, cells blob)   packed cells (``pipeline.serving.cells``)
+    serving_registry (version text PRIMARY KEY, base text, records bigint)   records null = unverified
+    serving_pointer  (name text PRIMARY KEY, version text)    the row 'active'
 
-Why a table per version: retiring a snapshot is one ``DROP TABLE``, which writes no tombstones
-(deleting a million rows would leave a million of them to compact away). Loads use one prepared
-INSERT sent with ``execute_concurrent_with_args``; there are no multi-partition BATCHes (they
-overload a coordinator). The token-aware policy sends every request straight to a replica of
-its partition. Reads and writes use LOCAL_QUORUM, so a reader after the pointer write sees it.
+Same design as the other stores: a daily publish rewrites only the changed tracks' rows, a
+version reads the newest cell between its base and its own day, the flip is one write of the
+pointer row. Writes are idempotent: a row's new value is a function of its old value, the
+registry and the change, so replaying a killed publish writes the same bytes again (a single
+publisher per store, as everywhere). Each row is one partition, so its write is atomic for
+readers. Writes use one prepared INSERT sent with ``execute_concurrent_with_args``, no
+multi-partition BATCH; the token-aware policy sends each request straight to a replica. Reads
+and writes use LOCAL_QUORUM, so a reader after the pointer write sees it. Rows are replaced
+whole (no tombstones from cell updates); a row is deleted only by ``collect_garbage`` for a
+track gone from every kept version. Leveled compaction: the table is read far more than written.
 
 ``cassandra-driver`` is imported lazily: the other stores and the tests run without it, and a
 missing driver fails fast here with an install hint.
@@ -20,18 +25,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 
 from pipeline.serving.errors import ConfigError, StoreUnavailableError
-from pipeline.serving.stores.base import AttributeStore, Row
+from pipeline.serving.stores.base import AttributeStore, Row, batched
 
 _KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _COUNT_SPLITS = 64  # token sub-ranges counted in parallel: no single COUNT(*) scans the whole table
 _MIN_TOKEN, _MAX_TOKEN = -(2**63), 2**63 - 1  # Murmur3Partitioner; no key hashes to the minimum
-
-
-def table_name(version: str) -> str:
-    return "attributes_" + version.replace("-", "_")
 
 
 def token_ranges(splits: int) -> list[tuple[int, int]]:
@@ -39,13 +40,6 @@ def token_ranges(splits: int) -> list[tuple[int, int]]:
     step = (_MAX_TOKEN - _MIN_TOKEN) // splits
     bounds = [_MIN_TOKEN + i * step for i in range(splits)] + [_MAX_TOKEN]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-
-def _missing_table(exc: Exception) -> bool:
-    """True for the driver's InvalidRequest about a table that does not exist."""
-    from cassandra import InvalidRequest
-
-    return isinstance(exc, InvalidRequest) and "unconfigured table" in str(exc).lower()
 
 
 def _driver():
@@ -59,7 +53,7 @@ def _driver():
 
 
 class CassandraStore(AttributeStore):
-    """Attribute versions in a Cassandra keyspace, one table each."""
+    """Attribute rows in a Cassandra keyspace."""
 
     kind = "cassandra"
 
@@ -67,14 +61,17 @@ class CassandraStore(AttributeStore):
                  replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 1}"):
         if not _KEYSPACE_RE.match(keyspace):
             raise ConfigError(f"[serving] cassandra_keyspace {keyspace!r} is not a valid CQL identifier")
+        super().__init__()
         self.hosts, self.keyspace = list(hosts), keyspace
         self.cluster = self._cluster(port, local_dc)
         self.session = self._connect()
         self._prepared: dict[str, object] = {}
         self.session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}")
         self.session.set_keyspace(keyspace)
-        self.session.execute("CREATE TABLE IF NOT EXISTS serving_versions "
-                             "(version text PRIMARY KEY, records bigint, verified boolean)")
+        self.session.execute("CREATE TABLE IF NOT EXISTS attribute_rows (track_id text PRIMARY KEY, cells blob) "
+                             "WITH compaction = {'class': 'LeveledCompactionStrategy'}")
+        self.session.execute("CREATE TABLE IF NOT EXISTS serving_registry "
+                             "(version text PRIMARY KEY, base text, records bigint)")
         self.session.execute("CREATE TABLE IF NOT EXISTS serving_pointer (name text PRIMARY KEY, version text)")
 
     def _cluster(self, port: int, local_dc: str | None):
@@ -115,67 +112,53 @@ class CassandraStore(AttributeStore):
     def close(self) -> None:
         self.cluster.shutdown()
 
-    # -- primitives -------------------------------------------------------------------------------
-    def versions(self) -> list[str]:
-        return sorted(row.version for row in self.session.execute("SELECT version FROM serving_versions"))
-
+    # -- registry and pointer ---------------------------------------------------------------------
     def active_version(self) -> str | None:
         row = self.session.execute(self._prepare("SELECT version FROM serving_pointer WHERE name = 'active'")).one()
         return row.version if row else None
 
-    def _begin(self, version: str) -> None:
-        # Leveled compaction: the tables are read far more than written, and LCS bounds a read to ~1 SSTable.
-        self.session.execute(f"CREATE TABLE IF NOT EXISTS {table_name(version)} (track_id text PRIMARY KEY, "
-                             "doc blob) WITH compaction = {'class': 'LeveledCompactionStrategy'}")
-        self.session.execute(self._prepare(
-            "INSERT INTO serving_versions (version, records, verified) VALUES (?, null, false)"), (version,))
+    def _registry(self) -> dict[str, str]:
+        return {row.version: row.base for row in self.session.execute("SELECT version, base FROM serving_registry")}
 
-    def _write_batches(self, version: str, batches: Iterable[list[Row]], concurrency: int) -> int:
-        cql = f"INSERT INTO {table_name(version)} (track_id, doc) VALUES (?, ?)"
-        written = 0
-        for batch in batches:
-            self._concurrent(cql, batch, concurrency)
-            written += len(batch)
-        return written
+    def _info(self, version: str) -> dict | None:
+        row = self.session.execute(self._prepare("SELECT base, records FROM serving_registry WHERE version = ?"),
+                                   (version,)).one()
+        return None if row is None else {"base": row.base, "records": row.records}
 
-    def _count(self, version: str) -> int:
-        cql = (f"SELECT COUNT(*) FROM {table_name(version)} "
-               "WHERE token(track_id) > ? AND token(track_id) <= ?")
-        try:
-            results = self._concurrent(cql, token_ranges(_COUNT_SPLITS), concurrency=8)
-        except Exception as exc:
-            if _missing_table(exc):
-                return 0
-            raise
-        return sum(result.one()[0] for result in results)
+    def _register(self, version: str, base: str) -> None:
+        self.session.execute(self._prepare("INSERT INTO serving_registry (version, base, records) VALUES (?, ?, null)"),
+                             (version, base))
 
     def _mark_verified(self, version: str, count: int | None) -> None:
-        self.session.execute(self._prepare("UPDATE serving_versions SET records = ?, verified = ? WHERE version = ?"),
-                             (count, count is not None, version))
+        self.session.execute(self._prepare("UPDATE serving_registry SET records = ? WHERE version = ?"),
+                             (count, version))
 
-    def _verified_count(self, version: str) -> int | None:
-        row = self.session.execute(
-            self._prepare("SELECT records, verified FROM serving_versions WHERE version = ?"), (version,)).one()
-        return row.records if row is not None and row.verified else None
+    def _unregister(self, version: str) -> None:
+        self.session.execute(self._prepare("DELETE FROM serving_registry WHERE version = ?"), (version,))
 
     def _set_pointer(self, version: str) -> None:
         self.session.execute(self._prepare("INSERT INTO serving_pointer (name, version) VALUES ('active', ?)"),
                              (version,))
 
-    def _fetch(self, version: str, track_ids: list[str]) -> Iterable[tuple[str, bytes | None]]:
-        cql = f"SELECT track_id, doc FROM {table_name(version)} WHERE track_id = ?"
+    # -- rows -------------------------------------------------------------------------------------
+    def _read_rows(self, track_ids: list[str]) -> dict[str, bytes]:
         # One single-partition SELECT per id, in parallel: token-aware routing sends each to a replica,
         # which beats an IN (...) query funnelled through one coordinator.
-        try:
-            results = self._concurrent(cql, [(tid,) for tid in track_ids], concurrency=32)
-        except Exception as exc:
-            if _missing_table(exc):  # the version was dropped (or never loaded): nothing to find
-                return []
-            raise
-        return [(row.track_id, row.doc) for result in results for row in result]
+        results = self._concurrent("SELECT track_id, cells FROM attribute_rows WHERE track_id = ?",
+                                   [(tid,) for tid in track_ids], concurrency=32)
+        return {row.track_id: row.cells for result in results for row in result}
 
-    def _drop(self, version: str) -> None:
-        self._mark_verified(version, None)
-        self.session.execute(f"DROP TABLE IF EXISTS {table_name(version)}")
-        self.session.execute(self._prepare("DELETE FROM serving_versions WHERE version = ?"), (version,))
-        self._prepared = {cql: p for cql, p in self._prepared.items() if table_name(version) not in cql}
+    def _write_rows(self, rows: list[Row]) -> None:
+        self._concurrent("INSERT INTO attribute_rows (track_id, cells) VALUES (?, ?)",
+                         [r for r in rows if r[1] is not None])
+        gone = [(t,) for t, v in rows if v is None]
+        if gone:
+            self._concurrent("DELETE FROM attribute_rows WHERE track_id = ?", gone)
+
+    def _scan_rows(self, batch_size: int = 5000) -> Iterator[list[tuple[str, bytes]]]:
+        """Token sub-range by sub-range, so no single query scans the whole table."""
+        cql = self._prepare("SELECT track_id, cells FROM attribute_rows WHERE token(track_id) > ? "
+                            "AND token(track_id) <= ?")
+        for lo, hi in token_ranges(_COUNT_SPLITS):
+            rows = ((row.track_id, row.cells) for row in self.session.execute(cql, (lo, hi)))
+            yield from batched(rows, batch_size)
