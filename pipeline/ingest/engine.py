@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import InvalidDocumentError, SourceUnavailableError
 from pipeline.formats.analysis import to_record
+from pipeline.ops.quality import analysis_values, range_problem
 from pipeline.source.base import FAILED, INVALID, MISSING, OK, Source
 from pipeline.source.catalog import CatalogRow
 from pipeline.source.document import decode_body, unwrap
@@ -79,6 +80,9 @@ def process(source: Source, item: WorkItem, max_bytes: int) -> Result:
         analysis, wrapper = unwrap(doc)
         record = to_record(analysis, track_id=item.row.track_id, source_key=item.key,
                            source_updated_at=item.row.analysis_updated_at, wrapper=wrapper)
+        problem = range_problem(analysis_values(record)[0])
+        if problem:
+            raise InvalidDocumentError(problem)
     except InvalidDocumentError as exc:
         return Result(item, INVALID, reason=str(exc), attempts=fetched.attempts)
     return Result(item, INGESTED, record=record, attempts=fetched.attempts)

@@ -46,13 +46,22 @@ class RequestStats:
 
 
 def safe_relative_key(key: str) -> str:
-    """Normalise a key from the metadata dump; refuse one that escapes the configured prefix/folder."""
-    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidDocumentError(f"analysis key {key!r} is not a relative key")
-    normalised = posixpath.normpath(key)
-    if normalised == ".." or normalised.startswith("../"):
+    """Check a key from the metadata dump; refuse (never rewrite) one that is not a plain relative key.
+
+    ``sub/../x`` or ``a//b`` are refused rather than normalised: S3 keys are literal strings, so the
+    normalised key names another object than the one the catalog lists.
+    """
+    if not key or key.startswith("/") or "\\" in key or any(not c.isprintable() for c in key):
+        raise InvalidDocumentError(f"analysis key {key!r} is not a relative key (absolute, empty, backslash "
+                                   "or control characters)")
+    if posixpath.normpath(key) != key:
+        if posixpath.normpath(key).startswith(".."):
+            raise InvalidDocumentError(f"analysis key {key!r} escapes the source prefix")
+        raise InvalidDocumentError(f"analysis key {key!r} has an empty, '.' or '..' segment; keys are used "
+                                   "literally, never normalised")
+    if key == ".." or key.startswith("../"):
         raise InvalidDocumentError(f"analysis key {key!r} escapes the source prefix")
-    return normalised
+    return key
 
 
 def key_for(track_id: str, analysis_key: str | None, template: str) -> str:
