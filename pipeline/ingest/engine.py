@@ -9,6 +9,7 @@ bucket. Every track ends in exactly one outcome: ingested, missing, invalid or f
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,9 +18,10 @@ from dataclasses import dataclass, field
 from pipeline.errors import InvalidDocumentError, SourceUnavailableError
 from pipeline.formats.analysis import to_record
 from pipeline.ops.quality import analysis_values, range_problem
-from pipeline.source.base import FAILED, INVALID, MISSING, OK, Source
+from pipeline.source.base import FAILED, INVALID, MISSING, OK, Fetched, Source
 from pipeline.source.catalog import CatalogRow
-from pipeline.source.document import decode_body, unwrap
+from pipeline.source.document import GZIP_MAGIC, decode_body, unwrap
+from pipeline.source.limits import MemoryBudget
 
 INGESTED = "ingested"
 
@@ -64,16 +66,34 @@ class Counts:
                 "failed": self.failed, "retried": self.retried}
 
 
-def process(source: Source, item: WorkItem, max_bytes: int) -> Result:
-    """Fetch one document and turn it into a record, or say why not. Never raises for bad data."""
+def process(source: Source, item: WorkItem, max_bytes: int, budget: MemoryBudget | None = None) -> Result:
+    """Fetch one document and turn it into a record, or say why not. Never raises for bad data.
+
+    The document's memory reservation is held until its record exists, then given back.
+    """
     if item.key_error:
         return Result(item, INVALID, reason=item.key_error, attempts=0)
-    fetched = source.fetch(item.key)
+    fetched = source.fetch(item.key, budget)
+    try:
+        return _convert(item, fetched, max_bytes, budget)
+    finally:
+        fetched.reservation.release()
+
+
+def _convert(item: WorkItem, fetched: Fetched, max_bytes: int, budget: MemoryBudget | None) -> Result:
     if fetched.outcome in (MISSING, INVALID):
         return Result(item, fetched.outcome, reason=fetched.reason, attempts=fetched.attempts)
     if fetched.outcome != OK:
         return Result(item, FAILED, reason=fetched.reason, attempts=fetched.attempts,
                       connection_error=fetched.connection_error)
+    if budget is not None and fetched.body[:2] == GZIP_MAGIC and fetched.reservation.nbytes < budget.cost(None, True):
+        # gzip that neither its key nor its headers announced: charge it as gzip before inflating it
+        fetched.reservation.release()
+        fetched = dataclasses.replace(fetched, reservation=budget.admit(len(fetched.body), True))
+        try:
+            return _convert(item, fetched, max_bytes, None)
+        finally:
+            fetched.reservation.release()
     try:
         doc = decode_body(fetched.body, key=item.key, content_encoding=fetched.content_encoding,
                           max_bytes=max_bytes)
@@ -90,12 +110,17 @@ def process(source: Source, item: WorkItem, max_bytes: int) -> Result:
 
 def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, max_bytes: int
                    ) -> Iterator[Result]:
-    """Results in the order of ``items``, with at most ``2 × concurrency`` in flight."""
+    """Results in the order of ``items``, with at most ``2 × concurrency`` in flight.
+
+    Documents being downloaded and decoded share one ``MemoryBudget`` of ``concurrency ×
+    max_bytes`` (see pipeline/source/limits.py); finished results hold only compact records.
+    """
+    budget = MemoryBudget(concurrency, max_bytes)
     window: collections.deque[Future] = collections.deque()
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
         try:
             for item in items:
-                window.append(pool.submit(process, source, item, max_bytes))
+                window.append(pool.submit(process, source, item, max_bytes, budget))
                 if len(window) >= 2 * concurrency:
                     yield window.popleft().result()
             while window:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pipeline.errors import InvalidDocumentError
+from pipeline.source.limits import NO_RESERVATION, MemoryBudget, Reservation
 
 OK, MISSING, INVALID, FAILED = "ok", "missing", "invalid", "failed"
 
@@ -22,6 +23,7 @@ class Fetched:
     reason: str = ""
     attempts: int = 1
     connection_error: bool = False  # the endpoint could not be reached at all
+    reservation: Reservation = NO_RESERVATION  # memory held for the body until the engine has decoded it
 
 
 @dataclass
@@ -64,6 +66,14 @@ def safe_relative_key(key: str) -> str:
     return key
 
 
+def announced_gzip(key: str, content_encoding: str | None) -> bool:
+    """Whether a body will be gzip, as far as can be told before reading it."""
+    return key.endswith(".gz") or (content_encoding or "").lower() == "gzip"
+
+
+UNBOUNDED = MemoryBudget(1, 1 << 62, expansion=0)  # no budget given: no cap, no waiting (tools, tests)
+
+
 def key_for(track_id: str, analysis_key: str | None, template: str) -> str:
     """The source key of a track: the dump's own key, or the configured template."""
     key = analysis_key or template.format(track_id=track_id, shard=track_id[:2])
@@ -76,7 +86,8 @@ class Source:
     url: str
     stats: RequestStats
 
-    def fetch(self, key: str) -> Fetched:
+    def fetch(self, key: str, budget: MemoryBudget | None = None) -> Fetched:
+        """One document; with a ``budget``, refused by its length or read under its cap and reservation."""
         raise NotImplementedError
 
     def list_objects(self) -> Iterator[tuple[str, int]]:

@@ -1,0 +1,104 @@
+"""Bounded reads and the memory budget of a chunk's downloads: memory follows configuration, not input.
+
+Every source client (boto3 today, any per-track GET client tomorrow) does the same three things
+with one object, in this order:
+
+1. ``budget.admit(declared, gzipped)`` once the response headers are in, *before* the body is read:
+   an object whose ``Content-Length`` is over the cap is refused there (``BodyTooLarge``, never
+   read), otherwise the call waits until the chunk's budget has room for the document;
+2. ``read_capped(stream, max_bytes)`` reads the body with a hard limit, so an absent or lying
+   length cannot make it read more than the cap;
+3. the engine releases the reservation once the document was converted to its (compact) record.
+
+The budget is ``concurrency × max_document_bytes``. A document is charged ``EXPANSION`` times its
+decompressed size (its declared length for a plain body; the cap for a gzip body or an unknown
+length, since neither tells the inflated size before reading): parsing JSON into Python objects
+and converting them to numpy columns peaks at about 17 times the text size (measured by
+``tests/test_memory_bound.py``). A charge is clamped to the whole budget, so one document larger
+than the budget runs alone. The documents a chunk holds therefore stay under
+``max(concurrency, EXPANSION) × max_document_bytes``; docs/reliability.md states the bound.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import BinaryIO
+
+from pipeline.errors import InvalidDocumentError
+
+EXPANSION = 18  # peak bytes of decoding per decompressed byte (measured ~17, see the module docstring)
+READ_CHUNK = 1024 * 1024
+
+
+class BodyTooLarge(InvalidDocumentError):  # noqa: N818 - reads as the reason it is
+    """An object over ``max_document_bytes``: by its declared length, or by what actually arrived."""
+
+
+def refuse_declared(declared: int | None, max_bytes: int) -> None:
+    """Refuse an object by its ``Content-Length`` before a byte of it is read."""
+    if declared is not None and declared > max_bytes:
+        raise BodyTooLarge(f"document is {declared} bytes (Content-Length), over the {max_bytes}-byte cap; "
+                           "not downloaded")
+
+
+def read_capped(stream: BinaryIO, max_bytes: int, declared: int | None = None) -> bytes:
+    """The whole body of ``stream``, read in bounded chunks; ``BodyTooLarge`` past ``max_bytes``.
+
+    At most ``max_bytes + 1`` bytes are ever read, whatever the declared length says.
+    """
+    refuse_declared(declared, max_bytes)
+    out = bytearray()
+    while True:
+        chunk = stream.read(min(READ_CHUNK, max_bytes + 1 - len(out)))
+        if not chunk:
+            return bytes(out)
+        out += chunk
+        if len(out) > max_bytes:
+            said = f" although {declared} were declared" if declared is not None else ""
+            raise BodyTooLarge(f"document is more than {max_bytes} bytes{said}, over the cap; "
+                               "stopped reading")
+
+
+class Reservation:
+    """Bytes of the budget held for one document until ``release`` (idempotent)."""
+
+    def __init__(self, budget: MemoryBudget | None, nbytes: int):
+        self.budget, self.nbytes = budget, nbytes
+
+    def release(self) -> None:
+        budget, self.budget = self.budget, None
+        if budget is not None:
+            budget._give_back(self.nbytes)
+
+
+NO_RESERVATION = Reservation(None, 0)
+
+
+class MemoryBudget:
+    """The bytes a chunk's documents may hold at once: ``concurrency × max_document_bytes``."""
+
+    def __init__(self, concurrency: int, max_document_bytes: int, expansion: int = EXPANSION):
+        self.max_document_bytes, self.expansion = max_document_bytes, expansion
+        self.total = max(1, concurrency) * max_document_bytes
+        self.used = self.peak = 0
+        self._cond = threading.Condition()
+
+    def cost(self, declared: int | None, gzipped: bool) -> int:
+        """What decoding a document will cost at its peak, clamped to the whole budget."""
+        inflated = self.max_document_bytes if gzipped or declared is None else min(declared, self.max_document_bytes)
+        return min(self.total, self.expansion * max(inflated, 1))
+
+    def admit(self, declared: int | None, gzipped: bool) -> Reservation:
+        """Refuse an oversized object by its length, else wait for room and hold its cost."""
+        refuse_declared(declared, self.max_document_bytes)
+        nbytes = self.cost(declared, gzipped)
+        with self._cond:
+            self._cond.wait_for(lambda: self.used + nbytes <= self.total)
+            self.used += nbytes
+            self.peak = max(self.peak, self.used)
+        return Reservation(self, nbytes)
+
+    def _give_back(self, nbytes: int) -> None:
+        with self._cond:
+            self.used -= nbytes
+            self._cond.notify_all()
