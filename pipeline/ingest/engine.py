@@ -21,7 +21,7 @@ from pipeline.ops.quality import analysis_values, range_problem
 from pipeline.source.base import FAILED, INVALID, MISSING, OK, Fetched, Source
 from pipeline.source.catalog import CatalogRow
 from pipeline.source.document import GZIP_MAGIC, decode_body, unwrap
-from pipeline.source.limits import MemoryBudget
+from pipeline.source.limits import MemoryBudget, limit_malloc_arenas
 
 INGESTED = "ingested"
 
@@ -116,6 +116,7 @@ def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, 
     max_bytes`` (see pipeline/source/limits.py); finished results hold only compact records.
     """
     budget = MemoryBudget(concurrency, max_bytes)
+    limit_malloc_arenas()  # before the threads exist: per-thread arenas would keep each thread's peak
     window: collections.deque[Future] = collections.deque()
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
         try:
