@@ -71,6 +71,9 @@ def _scalar(value, avro_type: str, where: str):
         pass
     elif avro_type in INT_RANGES:
         if isinstance(value, float) and value.is_integer():
+            if abs(value) > 2 ** 53:  # the text was rounded on parsing: its exact integer is lost
+                raise OutOfRangeError(f"{where} is {_short(value)}, beyond the integers a JSON number "
+                                      f"can carry exactly into an Avro {avro_type}")
             value = int(value)
         if isinstance(value, int):
             low, high = INT_RANGES[avro_type]
