@@ -72,7 +72,7 @@ def bad_values(good: dict) -> dict[str, tuple[bytes, str]]:
         "bitrate_2_31": (_with(good, "meta", "bitrate", 2 ** 31), "meta.bitrate is 2147483648, outside the Avro int"),
         "section_key_2_40": (section0, "sections[0].key is 1099511627776, outside the Avro int range"),
         "key_12": (_with(good, "track", "key", 12), "track.key is 12, outside its documented range -1..11"),
-        "tempo_900": (_with(good, "track", "tempo", 900.0), "track.tempo is 900.0, outside its documented range 0..500"),
+        "tempo_900": (_with(good, "track", "tempo", 900.0), "track.tempo is 900.0, outside its documented range 0..5"),
         "loudness_50": (_with(good, "track", "loudness", 50.0), "track.loudness is 50.0, outside its documented"),
         "mode_2": (_with(good, "track", "mode", 2), "track.mode is 2, outside its documented range 0..1"),
         "track_garbage": (_with(good, "track", "", "garbage"), "track is 'garbage', expected an object"),
