@@ -13,6 +13,7 @@ import datetime as dt
 import gzip
 import json
 import subprocess
+import sys
 
 import numpy as np
 import orjson
@@ -145,6 +146,17 @@ def test_a_day_with_unstorable_and_out_of_range_values_publishes_the_good_tracks
             assert records[track_id][section][name] == value, (by_id[track_id], path)
     manifest = wh.manifest(layout.ANALYSIS_FULL, DATE)
     assert manifest["counts"]["invalid"] == len(bad) and manifest["counts"]["ingested"] == len(records)
+
+    # the operator's ledger command names the track and its reason; an id with a newline is refused
+    track_id = next(t for t, kind in by_id.items() if kind == "key_12")
+    ledger_cmd = [sys.executable, "-m", "pipeline.ops.ledger", "--date", layout.format_date(DATE)]
+    shown = subprocess.run([*ledger_cmd, "--track", track_id], env=subprocess_env(cfg), cwd=PROJECT_ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "ledger 2026-11-26: 1 tracks (invalid 1)" in shown.stdout and "track.key is 12" in shown.stdout
+    refused = subprocess.run([*ledger_cmd, "--track", track_id + "\n"], env=subprocess_env(cfg), cwd=PROJECT_ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "whitespace or control characters" in refused.stderr, refused.stderr
 
 
 def test_a_burst_of_invalid_documents_beyond_the_ratio_fails_the_chunk_counting_them(catalogue, tmp_path):
