@@ -97,9 +97,8 @@ def _short(value) -> str:
 
 def _summary(obj, fields: dict[str, str], where: str, extra: dict[str, str], lenient: bool) -> dict:
     """Convert a summary object; unknown keys (and, if lenient, mistyped ones) go to ``extra``."""
-    if obj is not None and not isinstance(obj, dict):
+    if not isinstance(obj, dict):  # "track": "garbage" (or null) must not become a record of nulls
         raise InvalidDocumentError(f"{where} is {_short(obj)}, expected an object")
-    obj = obj or {}
     out = dict.fromkeys(fields)
     for key, value in obj.items():
         if key in fields:
@@ -253,8 +252,8 @@ def to_record(doc: dict, *, track_id: str, source_key: str, source_updated_at: i
         "track_id": track_id,
         "source_key": source_key,
         "source_updated_at": source_updated_at,
-        "meta": _summary(doc.get("meta"), META_FIELDS, "meta", extra, lenient=True),
-        "track": _summary(doc.get("track"), TRACK_FIELDS, "track", extra, lenient=False),
+        "meta": _summary(doc.get("meta", {}), META_FIELDS, "meta", extra, lenient=True),
+        "track": _summary(doc.get("track", {}), TRACK_FIELDS, "track", extra, lenient=False),
         **{name: _intervals(doc.get(name, []), name) for name in SERIES},
         "sections": _sections(doc.get("sections", []), extra),
         "segments": _segments(doc["segments"], extra),

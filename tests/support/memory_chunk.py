@@ -1,10 +1,11 @@
 """Run one ingest chunk in a process of its own and report its memory: ``python -m tests.support.memory_chunk``.
 
 Reads a JSON job on stdin: ``{"endpoint", "source_url", "warehouse", "items": [[track_id, key], ...],
-"warmup": [[track_id, key], ...], "concurrency", "max_document_bytes"}``. It first ingests the
+"warmup": [[track_id, key], ...], "concurrency", "max_document_bytes", "publish": bool}``. It first ingests the
 small ``warmup`` items (imports, boto3 client, threads, Avro writers all loaded), takes its RSS
 then as the baseline and resets the kernel's high-water mark (imports peak higher than they end),
-ingests ``items`` into bucket 0 of a local warehouse, and prints ``{"baseline": bytes, "peak":
+ingests ``items`` into bucket 0 of a local warehouse (``<warehouse>/run``, published through the
+quality gate with ``publish``), and prints ``{"baseline": bytes, "peak":
 bytes, "counts": {...}}`` (peak from ``VmHWM``: the true high-water mark, not a sample).
 """
 
@@ -17,7 +18,7 @@ import sys
 import psutil
 
 from pipeline import layout
-from pipeline.ingest.chunk import ChunkSettings, ingest_bucket
+from pipeline.ingest.chunk import ChunkSettings, ingest_bucket, publish_analysis
 from pipeline.ingest.engine import WorkItem
 from pipeline.layout import Layout
 from pipeline.source.catalog import CatalogRow
@@ -44,7 +45,7 @@ def _high_water_mark() -> int:
 def main() -> int:
     job = json.load(sys.stdin)
     settings = ChunkSettings(concurrency=job["concurrency"], max_document_bytes=job["max_document_bytes"],
-                             failure_ratio=0.0, invalid_ratio=1.0, records_per_part=1000)
+                             failure_ratio=0.0, records_per_part=1000)  # the shipped invalid_ratio
     client = make_client(job["endpoint"], "us-east-1", job["concurrency"] + 4, 3, "standard", 5, 30)
     source = S3Source(job["source_url"], client)
     warm = Warehouse(Layout(f"file://{job['warehouse']}/warmup"), LocalStorage())
@@ -54,6 +55,8 @@ def main() -> int:
     baseline = psutil.Process().memory_info().rss
     wh = Warehouse(Layout(f"file://{job['warehouse']}/run"), LocalStorage())
     info = ingest_bucket(wh, source, layout.ANALYSIS_FULL, DATE, 0, _items(job["items"]), settings)
+    if job.get("publish"):  # the gate judges what was published: a hostile document must not block the day
+        publish_analysis(wh, layout.ANALYSIS_FULL, DATE, 1)
     peak = _high_water_mark()
     print(json.dumps({"baseline": baseline, "peak": peak, "counts": info["counts"]}))
     return 0
