@@ -76,6 +76,8 @@ def test_hostile_documents_are_ingested_equal_or_ledgered_with_a_reason_never_a_
     report = json.loads(done.stdout.strip().splitlines()[-1])
     bound = max(CONCURRENCY, EXPANSION) * MAX
     assert report["peak"] - report["baseline"] < bound, (report, bound)
+    print(f"[hostile] {len(cases)} cases, peak RSS {(report['peak'] - report['baseline']) / 2**20:.1f} MiB above "
+          f"the baseline, bound {bound / 2**20:.0f} MiB, counts {report['counts']}")
 
     wh = Warehouse(Layout(f"file://{tmp_path}/run"), LocalStorage())
     assert wh.is_complete(layout.ANALYSIS_FULL, DATE), "the day must publish"

@@ -21,7 +21,7 @@ import pytest
 from pipeline.demo.s3server import s3_client
 from pipeline.demo.synthetic import make_track_ids, synth_analysis
 from pipeline.errors import InvalidDocumentError
-from pipeline.source.limits import EXPANSION, BodyTooLarge, MemoryBudget, read_capped
+from pipeline.source.limits import EXPANSION, GZIP_GUESS, BodyTooLarge, MemoryBudget, read_capped
 from tests.support.fixtures_faults import PROJECT_ROOT
 
 MAX = 2 * 1024 * 1024
@@ -77,6 +77,8 @@ def test_peak_rss_of_a_chunk_with_oversized_objects_stays_under_the_documented_b
     report = json.loads(done.stdout.strip().splitlines()[-1])
     bound = max(CONCURRENCY, EXPANSION) * MAX
     grew = report["peak"] - report["baseline"]
+    print(f"[memory] peak RSS {grew / 2**20:.1f} MiB above a {report['baseline'] / 2**20:.0f} MiB baseline; "
+          f"bound {bound / 2**20:.0f} MiB")
     assert grew < bound, f"peak RSS grew {grew / 2**20:.1f} MiB over the baseline, bound {bound / 2**20:.0f} MiB"
     outcomes = list(expect.values())
     assert report["counts"]["ingested"] == outcomes.count("ingested")
@@ -119,9 +121,12 @@ def test_the_budget_holds_concurrency_times_the_cap_and_charges_each_document_it
     budget = MemoryBudget(20, MAX)
     assert budget.total == 20 * MAX
     assert budget.cost(1000, False) == EXPANSION * 1000
-    assert budget.cost(1000, True) == budget.cost(None, False) == EXPANSION * MAX  # inflated size unknown
+    assert budget.cost(1000, True) == EXPANSION * GZIP_GUESS * 1000  # a first guess of its inflation
+    assert budget.cost(None, False) == budget.cost(1000, True, worst=True) == EXPANSION * MAX  # size unknown
+    assert budget.allowance(budget.admit(1000, True)) == GZIP_GUESS * 1000  # beyond it: charged the worst case
     small = MemoryBudget(2, MAX)
     assert small.cost(MAX, False) == small.total  # clamped: a document larger than the budget runs alone
+    budget = MemoryBudget(20, MAX)
     held = [budget.admit(MAX, False)]
     assert budget.used == EXPANSION * MAX
     held[0].release()

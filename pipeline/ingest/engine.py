@@ -9,7 +9,6 @@ bucket. Every track ends in exactly one outcome: ingested, missing, invalid or f
 from __future__ import annotations
 
 import collections
-import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,8 +19,8 @@ from pipeline.formats.analysis import to_record
 from pipeline.ops.quality import analysis_values, range_problem
 from pipeline.source.base import FAILED, INVALID, MISSING, OK, Fetched, Source
 from pipeline.source.catalog import CatalogRow
-from pipeline.source.document import GZIP_MAGIC, decode_body, unwrap
-from pipeline.source.limits import MemoryBudget, limit_malloc_arenas
+from pipeline.source.document import decode_body, unwrap
+from pipeline.source.limits import BodyTooLarge, MemoryBudget, limit_malloc_arenas
 
 INGESTED = "ingested"
 
@@ -86,23 +85,36 @@ def _convert(item: WorkItem, fetched: Fetched, max_bytes: int, budget: MemoryBud
     if fetched.outcome != OK:
         return Result(item, FAILED, reason=fetched.reason, attempts=fetched.attempts,
                       connection_error=fetched.connection_error)
-    if budget is not None and fetched.body[:2] == GZIP_MAGIC and fetched.reservation.nbytes < budget.cost(None, True):
-        # gzip that neither its key nor its headers announced: charge it as gzip before inflating it
-        fetched.reservation.release()
-        fetched = dataclasses.replace(fetched, reservation=budget.admit(len(fetched.body), True))
-        try:
-            return _convert(item, fetched, max_bytes, None)
-        finally:
-            fetched.reservation.release()
+    cap = max_bytes if budget is None else budget.allowance(fetched.reservation)
     try:
-        doc = decode_body(fetched.body, key=item.key, content_encoding=fetched.content_encoding,
-                          max_bytes=max_bytes)
+        return _decode(item, fetched, cap)
+    except BodyTooLarge as exc:
+        if cap >= max_bytes:
+            return Result(item, INVALID, reason=str(exc), attempts=fetched.attempts)
+    # it inflates past what it was charged for (a gzip body beyond the first guess, or one that
+    # nothing announced): give the charge back, wait for the worst case, then inflate it again
+    fetched.reservation.release()
+    reservation = budget.admit(len(fetched.body), True, worst=True)
+    try:
+        return _decode(item, fetched, max_bytes)
+    except BodyTooLarge as exc:
+        return Result(item, INVALID, reason=str(exc), attempts=fetched.attempts)
+    finally:
+        reservation.release()
+
+
+def _decode(item: WorkItem, fetched: Fetched, cap: int) -> Result:
+    """Decode, validate and convert a body of at most ``cap`` decompressed bytes (``BodyTooLarge`` past it)."""
+    try:
+        doc = decode_body(fetched.body, key=item.key, content_encoding=fetched.content_encoding, max_bytes=cap)
         analysis, wrapper = unwrap(doc)
         record = to_record(analysis, track_id=item.row.track_id, source_key=item.key,
                            source_updated_at=item.row.analysis_updated_at, wrapper=wrapper)
         problem = range_problem(analysis_values(record)[0])
         if problem:
             raise InvalidDocumentError(problem)
+    except BodyTooLarge:
+        raise
     except InvalidDocumentError as exc:
         return Result(item, INVALID, reason=str(exc), attempts=fetched.attempts)
     return Result(item, INGESTED, record=record, attempts=fetched.attempts)

@@ -11,8 +11,9 @@ with one object, in this order:
 3. the engine releases the reservation once the document was converted to its (compact) record.
 
 The budget is ``concurrency × max_document_bytes``. A document is charged ``EXPANSION`` times its
-decompressed size (its declared length for a plain body; the cap for a gzip body or an unknown
-length, since neither tells the inflated size before reading): parsing JSON into Python objects
+decompressed size: its declared length for a plain body, ``GZIP_GUESS`` times it for a gzip body
+(one that inflates further gives its charge back and waits for the worst case before inflating
+again), the cap for an unknown length. Parsing JSON into Python objects
 and converting them to numpy columns peaks at about 17 times the text size (measured by
 ``tests/test_memory_bound.py``). A charge is clamped to the whole budget, so one document larger
 than the budget runs alone. The documents a chunk holds therefore stay under
@@ -30,6 +31,7 @@ from typing import BinaryIO
 from pipeline.errors import InvalidDocumentError
 
 EXPANSION = 18  # peak bytes of decoding per decompressed byte (measured ~17, see the module docstring)
+GZIP_GUESS = 8  # first guess of a gzip body's inflation (analyses inflate 3-4×); beyond it, charged the worst case
 READ_CHUNK = 1024 * 1024
 
 
@@ -109,15 +111,28 @@ class MemoryBudget:
         self.used = self.peak = 0
         self._cond = threading.Condition()
 
-    def cost(self, declared: int | None, gzipped: bool) -> int:
-        """What decoding a document will cost at its peak, clamped to the whole budget."""
-        inflated = self.max_document_bytes if gzipped or declared is None else min(declared, self.max_document_bytes)
+    def cost(self, declared: int | None, gzipped: bool, worst: bool = False) -> int:
+        """What decoding a document will cost at its peak, clamped to the whole budget.
+
+        A gzip body is first charged ``GZIP_GUESS`` times its length; one that inflates further
+        is charged again at the worst case (``worst``) before it is inflated again.
+        """
+        if worst or declared is None:
+            inflated = self.max_document_bytes
+        else:
+            inflated = min(declared * (GZIP_GUESS if gzipped else 1), self.max_document_bytes)
         return min(self.total, self.expansion * max(inflated, 1))
 
-    def admit(self, declared: int | None, gzipped: bool) -> Reservation:
+    def allowance(self, reservation: Reservation) -> int:
+        """Decompressed bytes a document may reach under its reservation (the cap if it runs alone)."""
+        if reservation.budget is not self or reservation.nbytes >= self.total:
+            return self.max_document_bytes
+        return min(self.max_document_bytes, reservation.nbytes // max(self.expansion, 1))
+
+    def admit(self, declared: int | None, gzipped: bool, worst: bool = False) -> Reservation:
         """Refuse an oversized object by its length, else wait for room and hold its cost."""
         refuse_declared(declared, self.max_document_bytes)
-        nbytes = self.cost(declared, gzipped)
+        nbytes = self.cost(declared, gzipped, worst)
         with self._cond:
             self._cond.wait_for(lambda: self.used + nbytes <= self.total)
             self.used += nbytes

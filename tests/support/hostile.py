@@ -126,6 +126,7 @@ def encodings(good: dict) -> Iterator[tuple]:
     yield "pretty-printed CRLF", json.dumps(good, indent=2).replace("\n", "\r\n").encode(), good, INGESTED
     yield "gzip", gzip.compress(body), good, INGESTED
     yield "gzip twice", gzip.compress(gzip.compress(body)), None, INVALID
+    yield "unannounced gzip", gzip.compress(body), good, INGESTED  # a .json key, no Content-Encoding
     yield "gzip members", gzip.compress(body[:50]) + gzip.compress(body[50:]), good, INGESTED
     yield "gzip then garbage", gzip.compress(body) + b"garbage", None, INVALID
     yield "zlib", zlib.compress(body), None, INVALID
