@@ -175,6 +175,6 @@ def test_a_burst_of_invalid_documents_beyond_the_ratio_fails_the_chunk_counting_
             assert not run_luigi([IngestFullSnapshot(date=DATE)])
     assert [type(exc) for _, exc in failures] == [TooManyFailuresError], failures
     message = str(failures[0][1])
-    assert "50 of 90 documents are invalid" in message and "[ingest] invalid_ratio 50.00%" in message, message
+    assert "50 of 90 documents are newly invalid" in message and "[ingest] invalid_ratio 50.00%" in message, message
     assert "track.tempo is 6" in message, message
     assert layout.ANALYSIS_FULL not in [d for d in layout.DATASETS if wh.is_complete(d, DATE)]

@@ -27,6 +27,7 @@ from pipeline.source.base import Source
 from pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
+MIN_INVALID_BURST = 10  # fewer newly invalid documents than this never fail a chunk, whatever their share
 
 
 @dataclass(frozen=True)
@@ -51,18 +52,24 @@ def ledger_entry(result: Result, date: dt.date) -> dict:
 
 
 def check_failures(counts: Counts, ratio: float, where: str, invalid_ratio: float = 1.0) -> None:
-    """Fail the chunk when too many downloads failed, or too many documents were invalid."""
+    """Fail the chunk when too many downloads failed, or too many documents were newly invalid.
+
+    Tracks the ledger already had as invalid are retried every day and do not count: an
+    incremental of a few retried tracks would otherwise fail for documents known to be broken.
+    Nor does a handful: a burst is at least ``MIN_INVALID_BURST`` documents.
+    """
     if counts.attempted and counts.failed / counts.attempted > ratio:
         top = ", ".join(f"{reason} ×{n}" for reason, n in counts.by_reason.most_common(3))
         raise TooManyFailuresError(
             f"{where}: {counts.failed} of {counts.attempted} downloads failed "
             f"({counts.failed / counts.attempted:.2%} > [ingest] failure_ratio {ratio:.2%}); nothing published. "
             f"Most common: {top}. Rerun the chunk once the source is healthy.")
-    if counts.attempted and counts.invalid / counts.attempted > invalid_ratio:
+    fresh = counts.newly_invalid
+    if fresh >= MIN_INVALID_BURST and fresh / counts.attempted > invalid_ratio:
         top = ", ".join(f"{reason} ×{n}" for reason, n in counts.by_reason.most_common(3))
         raise TooManyFailuresError(
-            f"{where}: {counts.invalid} of {counts.attempted} documents are invalid "
-            f"({counts.invalid / counts.attempted:.2%} > [ingest] invalid_ratio {invalid_ratio:.2%}); nothing "
+            f"{where}: {fresh} of {counts.attempted} documents are newly invalid "
+            f"({fresh / counts.attempted:.2%} > [ingest] invalid_ratio {invalid_ratio:.2%}); nothing "
             f"published. Most common: {top}. Check the source (a new analyzer format? a broken exporter?), "
             "then rerun the chunk or raise the ratio.")
 

@@ -52,6 +52,7 @@ class Counts:
     invalid: int = 0
     failed: int = 0
     retried: int = 0  # tracks attempted again because the ledger had them
+    newly_invalid: int = 0  # invalid, and not already ledgered invalid (what [ingest] invalid_ratio counts)
     bytes: int = 0
     seconds: float = 0.0
     by_reason: collections.Counter = field(default_factory=collections.Counter)
@@ -174,6 +175,8 @@ def run(source: Source, items: Iterable[WorkItem], *, concurrency: int, max_byte
             counts.retried += 1
         if result.outcome in (INVALID, FAILED):
             counts.by_reason[result.reason.split(":")[0][:60]] += 1
+        if result.outcome == INVALID and (result.item.previous or {}).get("outcome") != INVALID:
+            counts.newly_invalid += 1
         on_result(result)
         now = time.monotonic()
         if progress and now - last >= progress_every:
