@@ -109,8 +109,9 @@ def _seed_bad(catalogue, source, cases: dict, rng_seed: int) -> tuple[list[dict]
 
 
 def setup(root, source, chunks: int = 1) -> dict:
-    return {"warehouse": {"root": f"file://{root}"}, "source": {"url": f"file://{source}/", "concurrency": 4},
-            "ingest": {"chunks": chunks, "records_per_part": 16}}  # shipped failure, invalid and quality ratios
+    return {"warehouse": {"root": f"file://{root}", "buckets": chunks},
+            "source": {"url": f"file://{source}/", "concurrency": 4},
+            "ingest": {"records_per_part": 16}}  # shipped failure, invalid and quality ratios
 
 
 def test_a_day_with_unstorable_and_out_of_range_values_publishes_the_good_tracks_and_ledgers_each_bad_one(

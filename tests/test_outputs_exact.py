@@ -43,9 +43,9 @@ def _prepare(tmp_path, name: str, source, **source_extra) -> tuple[Warehouse, li
     folder, rows = source
     root = tmp_path / name
     cfg = write_cfg(tmp_path / f"{name}.cfg", {
-        "warehouse": {"root": f"file://{root}"},
+        "warehouse": {"root": f"file://{root}", "buckets": 3},
         "source": {"url": f"file://{folder}/", "concurrency": 4, **source_extra},
-        "ingest": {"chunks": 3, "failure_ratio": 0.05, "records_per_part": 40}})
+        "ingest": {"failure_ratio": 0.05, "records_per_part": 40}})
     wh = Warehouse(Layout(f"file://{root}"), LocalStorage())
     write_metadata_dump(wh.layout, wh.storage, DATE, rows)
     return wh, luigi_cli("IngestFullSnapshot", "--date", layout.format_date(DATE), cfg=cfg), subprocess_env(cfg)
