@@ -41,7 +41,7 @@ def _catalog(tmp_path, name: str, rows: list[dict]) -> dict[str, tuple]:
     wh = Warehouse(Layout(f"file://{tmp_path / name}"), LocalStorage())
     write_metadata_dump(wh.layout, wh.storage, DATE, rows, rows_per_part=1)  # one part file per row
     manifest = build_catalog(wh, DATE, 2)
-    assert manifest["rejected"]["duplicate_id"] == len(rows) - 3
+    assert manifest.rejected["duplicate_id"] == len(rows) - 3
     return {r["track_id"]: (r["analysis_key"], r["analysis_updated_at"])
             for b in range(2) for r in wh.read_bucket(layout.CATALOG, DATE, b)}
 

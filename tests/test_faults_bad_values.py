@@ -146,7 +146,7 @@ def test_a_day_with_unstorable_and_out_of_range_values_publishes_the_good_tracks
             section, name = path.split(".")
             assert records[track_id][section][name] == value, (by_id[track_id], path)
     manifest = wh.manifest(layout.ANALYSIS_FULL, DATE)
-    assert manifest["counts"]["invalid"] == len(bad) and manifest["counts"]["ingested"] == len(records)
+    assert manifest.counts["invalid"] == len(bad) and manifest.counts["ingested"] == len(records)
 
     # the operator's ledger command names the track and its reason; an id with a newline is refused
     track_id = next(t for t, kind in by_id.items() if kind == "key_12")

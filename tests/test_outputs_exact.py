@@ -76,9 +76,9 @@ def unnamed_files(wh: Warehouse, dataset: str, date: dt.date) -> set[str]:
     """Files of a published date that its manifest does not account for, and named files that are absent."""
     manifest = wh.manifest(dataset, date)
     named = {layout.SUCCESS, layout.MANIFEST}
-    for bucket, entry in manifest["bucket_manifests"].items():
-        named |= {f["name"] for f in entry["files"]} | {f"_buckets/{bucket}.json"}
-        named |= {entry[k] for k in ("index", "record_index") if entry.get(k)}
+    for bucket, entry in manifest.bucket_manifests.items():
+        named |= {f.name for f in entry.files} | {f"_buckets/{layout.bucket_name(bucket)}.json"}
+        named |= {name for name in (entry.index, entry.record_index) if name}
     return set(wh.storage.list_files(wh.layout.date_url(dataset, date))) ^ named
 
 

@@ -72,8 +72,8 @@ def test_an_impossible_tempo_is_ledgered_for_its_track_and_the_day_publishes(loc
     (source / f"{victim}.json").write_bytes(orjson.dumps(doc))
     assert run_luigi([IngestFullSnapshot(date=DATE)])
     manifest = wh.manifest(layout.ANALYSIS_FULL, DATE)
-    assert manifest["records"] == 39 and manifest["counts"]["invalid"] == 1
-    assert all(not b["quality"]["out_of_range"] for b in manifest["bucket_manifests"].values())
+    assert manifest.records == 39 and manifest.counts["invalid"] == 1
+    assert all(not b.quality.out_of_range for b in manifest.bucket_manifests.values())
     ledger = [e for b in range(2) for e in wh.read_bucket(layout.LEDGER, DATE, b)]
     assert [(e["track_id"], e["outcome"]) for e in ledger] == [(victim, "invalid")]
     assert "track.tempo is 900.0, outside its documented range 0..500" in ledger[0]["reason"]

@@ -58,7 +58,7 @@ def main() -> int:
     if job.get("publish"):  # the gate judges what was published: a hostile document must not block the day
         publish_analysis(wh, layout.ANALYSIS_FULL, DATE, 1)
     peak = _high_water_mark()
-    print(json.dumps({"baseline": baseline, "peak": peak, "counts": info["counts"]}))
+    print(json.dumps({"baseline": baseline, "peak": peak, "counts": info.counts}))
     return 0
 
 
