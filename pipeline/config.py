@@ -100,6 +100,12 @@ class ingest(luigi.Config):  # noqa: N801
         description="A chunk publishes nothing when failed/attempted exceeds this ratio (missing and invalid "
         "tracks are not failures: they are facts about the source).",
     )
+    invalid_ratio = luigi.FloatParameter(
+        default=0.5, significant=False,
+        description="A chunk publishes nothing when newly invalid/attempted exceeds this ratio (and at least 10 "
+        "documents are newly invalid; tracks already ledgered invalid do not count): a few broken documents are "
+        "ledgered and the day goes on, a burst of them means the source or its exporter is broken.",
+    )
     records_per_part = luigi.IntParameter(
         default=20000, significant=False, description="Records per Avro part file before a bucket rolls to the next."
     )

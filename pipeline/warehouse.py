@@ -168,7 +168,7 @@ class Warehouse:
             bytes=sum(e.bytes for e in staged), counts=sum_counts(e.counts for e in staged),
             bucket_manifests={e.bucket: e for e in staged}, **details)
         staging = self.layout.date_url(dataset, date, staging=True)
-        self.storage.remove(join(staging, layout.TEMPORARY))  # leftovers of killed writers
+        self.remove_temporaries(staging)
         self.write_json(self.layout.manifest_url(dataset, date, staging=True), manifest.as_json())
         self.storage.write_bytes(self.layout.success_url(dataset, date, staging=True), b"")
         if not (self.storage.atomic_rename or self.storage.consistent_listing):
@@ -186,6 +186,21 @@ class Warehouse:
                 return self.manifest(dataset, date)
             raise
         return manifest
+
+    def remove_temporaries(self, staging: str) -> None:
+        """Remove what killed writers left in a staging date: every ``_temporary`` folder, at any depth.
+
+        Atomic writers put their temporary file in a ``_temporary`` folder next to the target (so also
+        ``_index/_temporary`` and ``_buckets/_temporary``); a ``kill -9`` leaves it there, and without
+        this it would be published with the date.
+        """
+        folders = {join(staging, *sub, layout.TEMPORARY) for sub in ((), ("_index",), ("_buckets",))}
+        for rel in self.storage.list_files(staging):
+            parts = rel.split("/")
+            if layout.TEMPORARY in parts[:-1]:
+                folders.add(join(staging, *parts[:parts.index(layout.TEMPORARY) + 1]))
+        for url in sorted(folders):
+            self.storage.remove(url)
 
     def _verify_files(self, dataset: str, date: dt.date, entry: BucketManifest) -> None:
         for f in entry.files:

@@ -26,7 +26,7 @@ def quality() -> QualitySettings:
 def chunk() -> ChunkSettings:
     src, ing = config.source(), config.ingest()
     return ChunkSettings(src.concurrency, src.max_document_bytes, src.unreachable_after, ing.failure_ratio,
-                         ing.records_per_part, ing.codec, quality())
+                         ing.records_per_part, ing.codec, quality(), invalid_ratio=ing.invalid_ratio)
 
 
 def compaction() -> schedule.CompactionPolicy:

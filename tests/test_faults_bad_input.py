@@ -140,7 +140,8 @@ def test_duplicate_and_malformed_ids_in_the_dump_are_counted_and_the_newest_row_
     # an older duplicate pointing nowhere, and a newer one: only the newest row may be kept
     rows += [dict(rows[0], analysis_key="nowhere.json", analysis_updated_at=1_600_000_000),
              dict(rows[1]), dict(rows[2], analysis_updated_at=1_800_000_000)]
-    malformed = ["", "short", "x" * 23, first[:21] + "/", "../../../etc/passwd00", "Ä" + first[1:], " " + first[1:]]
+    malformed = ["", "short", "x" * 23, first[:21] + "/", "../../../etc/passwd00", "Ä" + first[1:], " " + first[1:],
+                 first + "\n", first[1:] + "\t"]
     rows += [{"track_id": m, "analysis_key": None, "analysis_updated_at": None, "title": None, "artist": None}
              for m in malformed]
     with luigi_config(setup(tmp_path / "warehouse", folder, chunks=2)):

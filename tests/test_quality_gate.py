@@ -61,22 +61,22 @@ def local_world(tmp_path):
         yield wh, source, sim
 
 
-def test_a_dataset_with_an_impossible_tempo_is_not_published(local_world):
+def test_an_impossible_tempo_is_ledgered_for_its_track_and_the_day_publishes(local_world):
+    """Validation owns the ranges (issue 12): the gate's own ranges are asked per track before it is
+    written, so one impossible value makes that track invalid instead of refusing the whole date
+    for ever; the gate still refuses out-of-range values that reach it (test_checks_on_literal_manifests)."""
     wh, source, sim = local_world
     victim = sim.day(0).rows[3]["track_id"]
     doc = orjson.loads((source / f"{victim}.json").read_bytes())
     doc["track"]["tempo"] = 900.0
     (source / f"{victim}.json").write_bytes(orjson.dumps(doc))
-    assert not run_luigi([IngestFullSnapshot(date=DATE)])
-    assert wh.complete_dates(layout.ANALYSIS_FULL) == [] and wh.complete_dates(layout.LEDGER) == []
-    try:
-        from pipeline.ingest.chunk import publish_analysis
-
-        publish_analysis(wh, layout.ANALYSIS_FULL, DATE, 2, QualitySettings())
-    except QualityGateError as exc:
-        assert f"{victim}: tempo = 900" in str(exc)
-    else:
-        pytest.fail("the gate let an impossible tempo through")
+    assert run_luigi([IngestFullSnapshot(date=DATE)])
+    manifest = wh.manifest(layout.ANALYSIS_FULL, DATE)
+    assert manifest.records == 39 and manifest.counts["invalid"] == 1
+    assert all(not b.quality.out_of_range for b in manifest.bucket_manifests.values())
+    ledger = [e for b in range(2) for e in wh.read_bucket(layout.LEDGER, DATE, b)]
+    assert [(e["track_id"], e["outcome"]) for e in ledger] == [(victim, "invalid")]
+    assert "track.tempo is 900.0, outside its documented range 0..500" in ledger[0]["reason"]
 
 
 def test_a_clean_dataset_passes_the_gate(local_world):

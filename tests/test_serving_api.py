@@ -70,10 +70,21 @@ def test_batches(served):
                                   "/tracks/" + "a" * 21 + "é/similar", "/tracks?ids=abc", "/tracks?ids=",
                                   "/tracks/{id}/similar?k=0", "/tracks/{id}/similar?k=101",
                                   "/tracks/{id}/similar?tempo_min=150&tempo_max=100",
-                                  "/tracks/{id}/similar?tempo_min=fast"])
+                                  "/tracks/{id}/similar?tempo_min=fast", "/tracks/{id}/similar?tempo_min=inf",
+                                  "/tracks/{id}/similar?tempo_max=Infinity", "/tracks/{id}/similar?tempo_min=nan",
+                                  "/tracks/{id}%0A", "/tracks/{id}%0A/similar", "/tracks?ids={id}%0A",
+                                  "/tracks/%20{id}", "/tracks/{id}%00"])
 def test_malformed_requests_are_400(served, path):
     client, records, _ = served
     assert client.get(path.replace("{id}", next(iter(records)))).status_code == 400
+
+
+def test_an_id_with_a_trailing_newline_is_400_naming_the_control_character_not_404(served):
+    """``re.match`` with ``$`` accepted "X\\n", which then answered 404 for a track that does exist."""
+    client, records, _ = served
+    response = client.get(f"/tracks/{next(iter(records))}%0A")
+    assert response.status_code == 400
+    assert "whitespace or control characters" in response.text, response.text
 
 
 def test_malformed_batch_bodies_are_400(served):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
 from pipeline import layout
-from pipeline.bucketing import bucket_of, is_track_id
+from pipeline.bucketing import bucket_of, is_track_id, track_id_problem
 from pipeline.errors import InvalidDocumentError, LayoutError
 from pipeline.layout import Layout
 from pipeline.manifest import BucketManifest
@@ -78,7 +79,26 @@ def test_keys_cannot_escape_the_source_prefix(key):
 
 def test_key_template_and_dump_keys():
     assert key_for("7nWUDDCpTDYle0Ppi8i5K1", None, "{shard}/{track_id}.json") == "7n/7nWUDDCpTDYle0Ppi8i5K1.json"
-    assert key_for("7nWUDDCpTDYle0Ppi8i5K1", "x/./y.json.gz", "{track_id}.json") == "x/y.json.gz"
+    assert key_for("7nWUDDCpTDYle0Ppi8i5K1", "x/y.json.gz", "{track_id}.json") == "x/y.json.gz"
+
+
+@pytest.mark.parametrize("key, phrase", [
+    ("x/./y.json.gz", "'.' or '..' segment"), ("sub/../x.json", "'.' or '..' segment"),
+    ("a//b.json", "empty, '.' or '..' segment"), ("x/", "segment"), ("../x.json", "escapes the source prefix"),
+    ("sub/../../x.json", "escapes the source prefix"), ("/abs.json", "not a relative key"),
+    ("a\\b.json", "not a relative key"), ("a\nb.json", "control characters")])
+def test_dump_keys_are_used_literally_or_refused_with_a_reason_never_normalised(key, phrase):
+    """S3 keys are literal: a normalised key would fetch another object than the one the catalog names."""
+    with pytest.raises(InvalidDocumentError, match=re.escape(phrase)):
+        key_for("7nWUDDCpTDYle0Ppi8i5K1", key, "{track_id}.json")
+
+
+@pytest.mark.parametrize("value", ["7nWUDDCpTDYle0Ppi8i5K1\n", "\n7nWUDDCpTDYle0Ppi8i5K1", "7nWUDDCpTDYle0Ppi8i5K1 ",
+                                   "7nWUDDCpTDYle0Ppi8i5K\t", "7nWUDDCpTDYle0Ppi8i5K\x00"])
+def test_track_ids_are_matched_whole_and_whitespace_or_control_characters_named(value):
+    assert not is_track_id(value)
+    assert "whitespace or control characters" in track_id_problem(value)
+    assert track_id_problem("7nWUDDCpTDYle0Ppi8i5K1") is None
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -17,7 +17,7 @@ import fastavro
 
 from pipeline import storage as storage_mod
 from pipeline.demo.synthetic import CatalogSimulation, ObjectSpec
-from pipeline.formats import schema
+from pipeline.formats import header_schema
 from pipeline.layout import SUCCESS, TRACKS, Layout
 from pipeline.storage import Storage
 
@@ -105,7 +105,7 @@ def write_metadata_dump(layout: Layout, storage: Storage, date: dt.date, rows: l
     folder = layout.date_url(TRACKS, date)
     for part, chunk in enumerate(_chunks(rows, rows_per_part)):
         with storage.atomic_writer(storage_mod.join(folder, f"part-{part:05d}.avro")) as f:
-            fastavro.writer(f, schema("tracks"), chunk, codec="deflate", strict=True)
+            fastavro.writer(f, header_schema("tracks"), chunk, codec="deflate", strict=True)
     storage.write_bytes(storage_mod.join(folder, SUCCESS), b"")
     return folder
 

@@ -39,6 +39,26 @@ def schema(name: str) -> dict:
     return fastavro.parse_schema(raw_schema(name))
 
 
+def _sorted(value):
+    """A copy with every mapping's keys in sorted order (lists keep their order: it is meaningful)."""
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+@functools.cache
+def header_schema(name: str) -> dict:
+    """The parsed schema with its keys in a canonical (sorted) order, for writers to put in file headers.
+
+    fastavro writes ``json.dumps`` of the parsed schema into each header, and the key order of a
+    parsed schema depends on ``PYTHONHASHSEED``; sorted keys give the same header, hence the same
+    file bytes and checksums, in every process.
+    """
+    return _sorted(schema(name))
+
+
 @functools.cache
 def fingerprint(name: str) -> str:
     """SHA-256 of the schema's Parsing Canonical Form: equal fingerprints mean compatible bytes."""

@@ -48,8 +48,20 @@ SECTION_FIELDS = {f["name"]: f["value_type"] for f in next(
 SECTION_REQUIRED = ("start", "duration", "confidence")
 
 
+class OutOfRangeError(InvalidDocumentError):
+    """A value of the right JSON type that its Avro type cannot hold: refused even where types are lenient."""
+
+
+INT_RANGES = {"int": (-(2 ** 31), 2 ** 31 - 1), "long": (-(2 ** 63), 2 ** 63 - 1)}
+
+
 def _scalar(value, avro_type: str, where: str):
-    """Convert a JSON scalar to an Avro primitive, or raise naming ``where``."""
+    """Convert a JSON scalar to an Avro primitive, or raise naming ``where`` and the value.
+
+    Whatever the schema cannot store is refused here, per document, so the writer never meets it:
+    an integer beyond Avro's ``int``/``long`` range, a float that is not a whole number in an integer
+    field, a number too large for a double.
+    """
     if value is None:
         return None
     if avro_type == "string":
@@ -57,27 +69,44 @@ def _scalar(value, avro_type: str, where: str):
             return value
     elif isinstance(value, bool):
         pass
-    elif avro_type in ("int", "long"):
-        if isinstance(value, int):
-            return value
+    elif avro_type in INT_RANGES:
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    raise InvalidDocumentError(f"{where} is {value!r}, expected {avro_type}")
+            if abs(value) > 2 ** 53:  # the text was rounded on parsing: its exact integer is lost
+                raise OutOfRangeError(f"{where} is {_short(value)}, beyond the integers a JSON number "
+                                      f"can carry exactly into an Avro {avro_type}")
+            value = int(value)
+        if isinstance(value, int):
+            low, high = INT_RANGES[avro_type]
+            if low <= value <= high:
+                return value
+            raise OutOfRangeError(f"{where} is {_short(value)}, outside the Avro {avro_type} range {low}..{high}")
+    elif isinstance(value, float) and math.isfinite(value):
+        return value
+    elif isinstance(value, int):
+        if abs(value) <= 2 ** 1023:
+            return float(value)
+        raise OutOfRangeError(f"{where} is {_short(value)}, beyond the range of a double")
+    raise InvalidDocumentError(f"{where} is {_short(value)}, expected {avro_type}")
+
+
+def _short(value) -> str:
+    """``repr`` of a value, cut to a length a ledger reason can hold."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}…({len(text)} characters)"
 
 
 def _summary(obj, fields: dict[str, str], where: str, extra: dict[str, str], lenient: bool) -> dict:
     """Convert a summary object; unknown keys (and, if lenient, mistyped ones) go to ``extra``."""
-    obj = obj if isinstance(obj, dict) else {}
+    if not isinstance(obj, dict):  # "track": "garbage" (or null) must not become a record of nulls
+        raise InvalidDocumentError(f"{where} is {_short(obj)}, expected an object")
     out = dict.fromkeys(fields)
     for key, value in obj.items():
         if key in fields:
             try:
                 out[key] = _scalar(value, fields[key], f"{where}.{key}")
                 continue
-            except InvalidDocumentError:
-                if not lenient:
+            except InvalidDocumentError as exc:
+                if not lenient or isinstance(exc, OutOfRangeError):
                     raise
         extra[f"{where}.{key}"] = orjson.dumps(value).decode()
     return out
@@ -223,8 +252,8 @@ def to_record(doc: dict, *, track_id: str, source_key: str, source_updated_at: i
         "track_id": track_id,
         "source_key": source_key,
         "source_updated_at": source_updated_at,
-        "meta": _summary(doc.get("meta"), META_FIELDS, "meta", extra, lenient=True),
-        "track": _summary(doc.get("track"), TRACK_FIELDS, "track", extra, lenient=False),
+        "meta": _summary(doc.get("meta", {}), META_FIELDS, "meta", extra, lenient=True),
+        "track": _summary(doc.get("track", {}), TRACK_FIELDS, "track", extra, lenient=False),
         **{name: _intervals(doc.get(name, []), name) for name in SERIES},
         "sections": _sections(doc.get("sections", []), extra),
         "segments": _segments(doc["segments"], extra),

@@ -16,7 +16,7 @@ import fastavro
 from fastavro.write import Writer
 
 from pipeline.errors import CorruptFileError, PipelineError
-from pipeline.formats import schema
+from pipeline.formats import header_schema
 from pipeline.storage import Storage, os_error
 
 SYNC_INTERVAL = 256 * 1024
@@ -65,7 +65,7 @@ def open_writer(storage: Storage, url: str, schema_name: str, codec: str = "snap
     info = FileInfo(url.rsplit("/", 1)[-1])
     with storage.atomic_writer(url) as raw:
         out = CountingFile(raw, url)
-        writer = Writer(out, schema(schema_name), codec=codec, sync_interval=SYNC_INTERVAL,
+        writer = Writer(out, header_schema(schema_name), codec=codec, sync_interval=SYNC_INTERVAL,
                         sync_marker=sync_marker(identity or info.name), options={"strict": True})
 
         def write(record: dict) -> None:

@@ -19,7 +19,7 @@ import fastavro
 from fastavro.write import Writer
 
 from pipeline.errors import CorruptFileError, PipelineError
-from pipeline.formats import schema, schema_fingerprint
+from pipeline.formats import header_schema, schema, schema_fingerprint
 from pipeline.formats.avro_io import SYNC_INTERVAL, CountingFile, FileInfo, RollingParts, sync_marker
 from pipeline.storage import Storage
 
@@ -74,7 +74,7 @@ class RawFileWriter:
     def __init__(self, out, schema_name: str, codec: str, identity: str):
         self.out, self.codec, self.parsed = out, codec, schema(schema_name)
         self.sync = sync_marker(identity)
-        Writer(out, self.parsed, codec=codec, sync_marker=self.sync)  # writes the header only
+        Writer(out, header_schema(schema_name), codec=codec, sync_marker=self.sync)  # writes the header only
         self.block, self.count, self.info = io.BytesIO(), 0, FileInfo(identity.rsplit("/", 1)[-1])
 
     def write_raw(self, encoded: bytes) -> int:

@@ -27,6 +27,7 @@ from pipeline.source.base import Source
 from pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
+MIN_INVALID_BURST = 10  # fewer newly invalid documents than this never fail a chunk, whatever their share
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ChunkSettings:
     records_per_part: int = 20000
     codec: str = "snappy"
     quality: QualitySettings = field(default_factory=QualitySettings)
+    invalid_ratio: float = 0.5
 
 
 def ledger_entry(result: Result, date: dt.date) -> dict:
@@ -49,13 +51,27 @@ def ledger_entry(result: Result, date: dt.date) -> dict:
             "last_attempt": today, "source_key": result.item.key}
 
 
-def check_failures(counts: Counts, ratio: float, where: str) -> None:
+def check_failures(counts: Counts, ratio: float, where: str, invalid_ratio: float = 1.0) -> None:
+    """Fail the chunk when too many downloads failed, or too many documents were newly invalid.
+
+    Tracks the ledger already had as invalid are retried every day and do not count: an
+    incremental of a few retried tracks would otherwise fail for documents known to be broken.
+    Nor does a handful: a burst is at least ``MIN_INVALID_BURST`` documents.
+    """
     if counts.attempted and counts.failed / counts.attempted > ratio:
         top = ", ".join(f"{reason} ×{n}" for reason, n in counts.by_reason.most_common(3))
         raise TooManyFailuresError(
             f"{where}: {counts.failed} of {counts.attempted} downloads failed "
             f"({counts.failed / counts.attempted:.2%} > [ingest] failure_ratio {ratio:.2%}); nothing published. "
             f"Most common: {top}. Rerun the chunk once the source is healthy.")
+    fresh = counts.newly_invalid
+    if fresh >= MIN_INVALID_BURST and fresh / counts.attempted > invalid_ratio:
+        top = ", ".join(f"{reason} ×{n}" for reason, n in counts.by_reason.most_common(3))
+        raise TooManyFailuresError(
+            f"{where}: {fresh} of {counts.attempted} documents are newly invalid "
+            f"({fresh / counts.attempted:.2%} > [ingest] invalid_ratio {invalid_ratio:.2%}); nothing "
+            f"published. Most common: {top}. Check the source (a new analyzer format? a broken exporter?), "
+            "then rerun the chunk or raise the ratio.")
 
 
 class BucketWriter(AbortOnError):
@@ -107,7 +123,7 @@ def fetch(source: Source, items: Iterable[WorkItem], settings: ChunkSettings, da
 
     counts = engine.run(source, items, concurrency=settings.concurrency, max_bytes=settings.max_document_bytes,
                         unreachable_after=settings.unreachable_after, on_result=on_result, progress=progress)
-    check_failures(counts, settings.failure_ratio, where)
+    check_failures(counts, settings.failure_ratio, where, settings.invalid_ratio)
     return counts, problems
 
 

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import InvalidDocumentError, SourceUnavailableError
 from pipeline.formats.analysis import to_record
-from pipeline.source.base import FAILED, INVALID, MISSING, OK, Source
+from pipeline.ops.quality import analysis_values, range_problem
+from pipeline.source.base import FAILED, INVALID, MISSING, OK, Fetched, Source
 from pipeline.source.catalog import CatalogRow
 from pipeline.source.document import decode_body, unwrap
+from pipeline.source.limits import BodyTooLarge, MemoryBudget, limit_malloc_arenas
 
 INGESTED = "ingested"
 
@@ -50,6 +52,7 @@ class Counts:
     invalid: int = 0
     failed: int = 0
     retried: int = 0  # tracks attempted again because the ledger had them
+    newly_invalid: int = 0  # invalid, and not already ledgered invalid (what [ingest] invalid_ratio counts)
     bytes: int = 0
     seconds: float = 0.0
     by_reason: collections.Counter = field(default_factory=collections.Counter)
@@ -63,22 +66,56 @@ class Counts:
                 "failed": self.failed, "retried": self.retried}
 
 
-def process(source: Source, item: WorkItem, max_bytes: int) -> Result:
-    """Fetch one document and turn it into a record, or say why not. Never raises for bad data."""
+def process(source: Source, item: WorkItem, max_bytes: int, budget: MemoryBudget | None = None) -> Result:
+    """Fetch one document and turn it into a record, or say why not. Never raises for bad data.
+
+    The document's memory reservation is held until its record exists, then given back.
+    """
     if item.key_error:
         return Result(item, INVALID, reason=item.key_error, attempts=0)
-    fetched = source.fetch(item.key)
+    fetched = source.fetch(item.key, budget)
+    try:
+        return _convert(item, fetched, max_bytes, budget)
+    finally:
+        fetched.reservation.release()
+
+
+def _convert(item: WorkItem, fetched: Fetched, max_bytes: int, budget: MemoryBudget | None) -> Result:
     if fetched.outcome in (MISSING, INVALID):
         return Result(item, fetched.outcome, reason=fetched.reason, attempts=fetched.attempts)
     if fetched.outcome != OK:
         return Result(item, FAILED, reason=fetched.reason, attempts=fetched.attempts,
                       connection_error=fetched.connection_error)
+    cap = max_bytes if budget is None else budget.allowance(fetched.reservation)
     try:
-        doc = decode_body(fetched.body, key=item.key, content_encoding=fetched.content_encoding,
-                          max_bytes=max_bytes)
+        return _decode(item, fetched, cap)
+    except BodyTooLarge as exc:
+        if cap >= max_bytes:
+            return Result(item, INVALID, reason=str(exc), attempts=fetched.attempts)
+    # it inflates past what it was charged for (a gzip body beyond the first guess, or one that
+    # nothing announced): give the charge back, wait for the worst case, then inflate it again
+    fetched.reservation.release()
+    reservation = budget.admit(len(fetched.body), True, worst=True)
+    try:
+        return _decode(item, fetched, max_bytes)
+    except BodyTooLarge as exc:
+        return Result(item, INVALID, reason=str(exc), attempts=fetched.attempts)
+    finally:
+        reservation.release()
+
+
+def _decode(item: WorkItem, fetched: Fetched, cap: int) -> Result:
+    """Decode, validate and convert a body of at most ``cap`` decompressed bytes (``BodyTooLarge`` past it)."""
+    try:
+        doc = decode_body(fetched.body, key=item.key, content_encoding=fetched.content_encoding, max_bytes=cap)
         analysis, wrapper = unwrap(doc)
         record = to_record(analysis, track_id=item.row.track_id, source_key=item.key,
                            source_updated_at=item.row.analysis_updated_at, wrapper=wrapper)
+        problem = range_problem(analysis_values(record)[0])
+        if problem:
+            raise InvalidDocumentError(problem)
+    except BodyTooLarge:
+        raise
     except InvalidDocumentError as exc:
         return Result(item, INVALID, reason=str(exc), attempts=fetched.attempts)
     return Result(item, INGESTED, record=record, attempts=fetched.attempts)
@@ -86,12 +123,18 @@ def process(source: Source, item: WorkItem, max_bytes: int) -> Result:
 
 def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, max_bytes: int
                    ) -> Iterator[Result]:
-    """Results in the order of ``items``, with at most ``2 × concurrency`` in flight."""
+    """Results in the order of ``items``, with at most ``2 × concurrency`` in flight.
+
+    Documents being downloaded and decoded share one ``MemoryBudget`` of ``concurrency ×
+    max_bytes`` (see pipeline/source/limits.py); finished results hold only compact records.
+    """
+    budget = MemoryBudget(concurrency, max_bytes)
+    limit_malloc_arenas()  # before the threads exist: per-thread arenas would keep each thread's peak
     window: collections.deque[Future] = collections.deque()
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
         try:
             for item in items:
-                window.append(pool.submit(process, source, item, max_bytes))
+                window.append(pool.submit(process, source, item, max_bytes, budget))
                 if len(window) >= 2 * concurrency:
                     yield window.popleft().result()
             while window:
@@ -132,6 +175,8 @@ def run(source: Source, items: Iterable[WorkItem], *, concurrency: int, max_byte
             counts.retried += 1
         if result.outcome in (INVALID, FAILED):
             counts.by_reason[result.reason.split(":")[0][:60]] += 1
+        if result.outcome == INVALID and (result.item.previous or {}).get("outcome") != INVALID:
+            counts.newly_invalid += 1
         on_result(result)
         now = time.monotonic()
         if progress and now - last >= progress_every:

@@ -1,7 +1,7 @@
 """``python -m pipeline.ops.ledger --date D``: the tracks that did not make it on a day, and why.
 
 Prints the outcome counts and reasons from the ledger of the date (streaming its buckets), then
-the first entries, optionally filtered by outcome or reason text.
+the first entries, optionally filtered by outcome, reason text or one track id.
 """
 
 from __future__ import annotations
@@ -12,18 +12,21 @@ import re
 import sys
 
 from pipeline import layout
+from pipeline.bucketing import track_id_problem
 from pipeline.errors import PipelineError
 from pipeline.warehouse import Warehouse
 
 URL = re.compile(r"\S+://\S+")  # group reasons by their text, not by the object they name
 
 
-def summarise(wh: Warehouse, date, outcome: str | None = None, grep: str | None = None, limit: int = 20) -> str:
+def summarise(wh: Warehouse, date, outcome: str | None = None, grep: str | None = None, limit: int = 20,
+              track: str | None = None) -> str:
     manifest = wh.manifest(layout.LEDGER, date, whole=True)
     outcomes, reasons, shown = collections.Counter(), collections.Counter(), []
     for bucket in range(manifest.buckets):
         for entry in wh.read_bucket(layout.LEDGER, date, bucket, manifest):
-            if (outcome and entry["outcome"] != outcome) or (grep and grep not in entry["reason"]):
+            if ((outcome and entry["outcome"] != outcome) or (grep and grep not in entry["reason"])
+                    or (track and entry["track_id"] != track)):
                 continue
             outcomes[entry["outcome"]] += 1
             reasons[URL.sub("<key>", entry["reason"]).split(":")[0][:70]] += 1
@@ -43,9 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outcome", choices=["missing", "invalid", "failed"])
     parser.add_argument("--grep", help="only entries whose reason contains this text")
     parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--track", help="only this track id (22 base62 characters, matched whole)")
     args = parser.parse_args(argv)
+    problem = track_id_problem(args.track) if args.track is not None else None
+    if problem:
+        print(f"error: --track {problem}", file=sys.stderr)
+        return 2
     try:
-        print(summarise(Warehouse.from_config(), layout.parse_date(args.date), args.outcome, args.grep, args.limit))
+        print(summarise(Warehouse.from_config(), layout.parse_date(args.date), args.outcome, args.grep, args.limit,
+                        args.track))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -106,6 +106,19 @@ class QualityStats:
                              self.examples, z_threshold)
 
 
+def range_problem(values: dict, ranges: dict[str, tuple[float, float]] = ANALYSIS_RANGES) -> str | None:
+    """The first value outside its documented range, as a ledger reason (None when all are in range).
+
+    The ingest asks this of every record before writing it, so an out-of-range value makes its
+    own track invalid; the gate's range check then only ever sees records that passed.
+    """
+    for name, (low, high) in ranges.items():
+        value = values.get(name)
+        if value is not None and not (low <= value <= high and math.isfinite(value)):
+            return f"track.{name} is {value!r}, outside its documented range {low:g}..{high:g}"
+    return None
+
+
 def analysis_values(record: dict) -> tuple[dict, float | None]:
     """(summary values, segments per second) of an analysis record."""
     track = record["track"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from pipeline.bucketing import is_track_id
+from pipeline.bucketing import track_id_problem
 from pipeline.serving.api_models import (
     MAX_BATCH,
     BatchRequest,
@@ -80,8 +81,9 @@ class ServingState:
 
 
 def check_id(track_id: str) -> str:
-    if not is_track_id(track_id):
-        raise HTTPException(400, f"{track_id!r} is not a track id (22 characters, base62)")
+    problem = track_id_problem(track_id)
+    if problem:
+        raise HTTPException(400, problem)
     return track_id
 
 
@@ -132,6 +134,9 @@ def create_app(store: AttributeStore, index_dir: str | Path) -> FastAPI:
                 tempo_max: Annotated[float | None, Query(gt=0, description="Highest tempo, BPM.")] = None,
                 same_key: Annotated[bool, Query(description="Only tracks in the same key and mode.")] = False) -> dict:
         check_id(track_id)
+        for name, value in (("tempo_min", tempo_min), ("tempo_max", tempo_max)):
+            if value is not None and not math.isfinite(value):
+                raise HTTPException(400, f"{name} must be a finite number of BPM, got {value}")
         if tempo_min is not None and tempo_max is not None and tempo_min > tempo_max:
             raise HTTPException(400, f"tempo_min {tempo_min} is above tempo_max {tempo_max}")
         version = state.version()

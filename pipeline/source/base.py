@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pipeline.errors import InvalidDocumentError
+from pipeline.source.limits import NO_RESERVATION, MemoryBudget, Reservation
 
 OK, MISSING, INVALID, FAILED = "ok", "missing", "invalid", "failed"
 
@@ -22,6 +23,7 @@ class Fetched:
     reason: str = ""
     attempts: int = 1
     connection_error: bool = False  # the endpoint could not be reached at all
+    reservation: Reservation = NO_RESERVATION  # memory held for the body until the engine has decoded it
 
 
 @dataclass
@@ -46,13 +48,30 @@ class RequestStats:
 
 
 def safe_relative_key(key: str) -> str:
-    """Normalise a key from the metadata dump; refuse one that escapes the configured prefix/folder."""
-    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidDocumentError(f"analysis key {key!r} is not a relative key")
-    normalised = posixpath.normpath(key)
-    if normalised == ".." or normalised.startswith("../"):
+    """Check a key from the metadata dump; refuse (never rewrite) one that is not a plain relative key.
+
+    ``sub/../x`` or ``a//b`` are refused rather than normalised: S3 keys are literal strings, so the
+    normalised key names another object than the one the catalog lists.
+    """
+    if not key or key.startswith("/") or "\\" in key or any(not c.isprintable() for c in key):
+        raise InvalidDocumentError(f"analysis key {key!r} is not a relative key (absolute, empty, backslash "
+                                   "or control characters)")
+    if posixpath.normpath(key) != key:
+        if posixpath.normpath(key).startswith(".."):
+            raise InvalidDocumentError(f"analysis key {key!r} escapes the source prefix")
+        raise InvalidDocumentError(f"analysis key {key!r} has an empty, '.' or '..' segment; keys are used "
+                                   "literally, never normalised")
+    if key == ".." or key.startswith("../"):
         raise InvalidDocumentError(f"analysis key {key!r} escapes the source prefix")
-    return normalised
+    return key
+
+
+def announced_gzip(key: str, content_encoding: str | None) -> bool:
+    """Whether a body will be gzip, as far as can be told before reading it."""
+    return key.endswith(".gz") or (content_encoding or "").lower() == "gzip"
+
+
+UNBOUNDED = MemoryBudget(1, 1 << 62, expansion=0)  # no budget given: no cap, no waiting (tools, tests)
 
 
 def key_for(track_id: str, analysis_key: str | None, template: str) -> str:
@@ -67,7 +86,8 @@ class Source:
     url: str
     stats: RequestStats
 
-    def fetch(self, key: str) -> Fetched:
+    def fetch(self, key: str, budget: MemoryBudget | None = None) -> Fetched:
+        """One document; with a ``budget``, refused by its length or read under its cap and reservation."""
         raise NotImplementedError
 
     def list_objects(self) -> Iterator[tuple[str, int]]:

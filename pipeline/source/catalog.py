@@ -64,6 +64,21 @@ class _Rejections:
             self.examples.append(f"{kind}: {value!r}")
 
 
+def _check_column(name: str, value: object, kind: type) -> None:
+    """A dump column of another type than tracks.avsc declares is a broken export, not a bad row."""
+    if value is not None and (type(value) is not kind):
+        raise CatalogError(f"metadata dump column {name} holds {value!r} ({type(value).__name__}), expected "
+                           f"{'string' if kind is str else 'long'} or null: the dump was written with another "
+                           "schema than tracks.avsc; fix the export")
+
+
+def dump_order(row: CatalogRow) -> tuple:
+    """Total order of a track's rows; the last one wins: newest ``analysis_updated_at`` (null oldest, 0 a
+    real time), then the greatest ``analysis_key`` (null lowest), whatever the order of the dump's files."""
+    return (row.track_id, row.analysis_updated_at is not None, row.analysis_updated_at or 0,
+            row.analysis_key is not None, row.analysis_key or "")
+
+
 def _spill(rows, spill_dir: str, buckets: int, rejected: _Rejections) -> int:
     files = [open(os.path.join(spill_dir, f"{b:05d}.jsonl"), "wb") for b in range(buckets)]  # noqa: SIM115
     total = 0
@@ -73,8 +88,10 @@ def _spill(rows, spill_dir: str, buckets: int, rejected: _Rejections) -> int:
             if not is_track_id(track_id):
                 rejected.add("malformed_id", track_id)
                 continue
-            files[bucket_of(track_id, buckets)].write(
-                orjson.dumps([track_id, row.get("analysis_key"), row.get("analysis_updated_at")]) + b"\n")
+            key, updated = row.get("analysis_key"), row.get("analysis_updated_at")
+            _check_column("analysis_key", key, str)
+            _check_column("analysis_updated_at", updated, int)
+            files[bucket_of(track_id, buckets)].write(orjson.dumps([track_id, key, updated]) + b"\n")
             total += 1
     finally:
         for f in files:
@@ -85,7 +102,7 @@ def _spill(rows, spill_dir: str, buckets: int, rejected: _Rejections) -> int:
 def _sorted_unique(path: str, rejected: _Rejections) -> list[CatalogRow]:
     with open(path, "rb") as f:
         rows = sorted((CatalogRow(*orjson.loads(line)) for line in f),
-                      key=lambda r: (r.track_id, r.analysis_updated_at or -1))
+                      key=dump_order)
     out: list[CatalogRow] = []
     for row in rows:
         if out and out[-1].track_id == row.track_id:

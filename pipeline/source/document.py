@@ -14,21 +14,29 @@ import zlib
 import orjson
 
 from pipeline.errors import InvalidDocumentError
+from pipeline.source.limits import BodyTooLarge
 
 GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _gunzip(body: bytes, max_bytes: int) -> bytes:
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise InvalidDocumentError(f"corrupt gzip body: {exc}") from exc
-    if len(out) > max_bytes:
-        raise InvalidDocumentError(f"document inflates to more than the {max_bytes}-byte cap")
-    if not inflater.eof:
-        raise InvalidDocumentError("truncated gzip body")
-    return out
+    """Inflate every member of a gzip body (concatenated members are valid gzip, RFC 1952), capped."""
+    out = bytearray()
+    rest = body
+    while rest:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(rest, max_bytes + 1 - len(out))
+        except zlib.error as exc:
+            raise InvalidDocumentError(f"corrupt gzip body: {exc}") from exc
+        if len(out) > max_bytes:
+            raise BodyTooLarge(f"document inflates to more than the {max_bytes}-byte cap")
+        if not inflater.eof:
+            raise InvalidDocumentError("truncated gzip body")
+        rest = inflater.unused_data
+        if rest and rest[:2] != GZIP_MAGIC:
+            raise InvalidDocumentError(f"{len(rest)} bytes of garbage after the gzip data")
+    return bytes(out)
 
 
 def decode_body(body: bytes, *, key: str = "", content_encoding: str | None = None,
@@ -37,7 +45,7 @@ def decode_body(body: bytes, *, key: str = "", content_encoding: str | None = No
     if not body:
         raise InvalidDocumentError("empty document")
     if len(body) > max_bytes:
-        raise InvalidDocumentError(f"document is {len(body)} bytes, over the {max_bytes}-byte cap")
+        raise BodyTooLarge(f"document is {len(body)} bytes, over the {max_bytes}-byte cap")
     gzipped = body[:2] == GZIP_MAGIC or key.endswith(".gz") or (content_encoding or "").lower() == "gzip"
     if gzipped and body[:2] == GZIP_MAGIC:
         body = _gunzip(body, max_bytes)

@@ -18,7 +18,8 @@ import botocore.exceptions as bx
 
 from pipeline.errors import SourceUnavailableError
 from pipeline.redact import redact_credentials_in_logs
-from pipeline.source.base import FAILED, MISSING, OK, Fetched, RequestStats, Source
+from pipeline.source.base import FAILED, INVALID, MISSING, OK, UNBOUNDED, Fetched, RequestStats, Source, announced_gzip
+from pipeline.source.limits import BodyTooLarge, MemoryBudget, read_capped
 
 BODY_ERRORS = (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ReadTimeoutError, bx.ConnectionClosedError,
                bx.FlexibleChecksumError)
@@ -82,7 +83,9 @@ class S3Source(Source):
         endpoint = self.client.meta.endpoint_url
         return f"{self.url} at {endpoint}"
 
-    def fetch(self, key: str) -> Fetched:
+    def fetch(self, key: str, budget: MemoryBudget | None = None) -> Fetched:
+        """GET one object: refused by its Content-Length, else read under the cap within ``budget``."""
+        budget = budget or UNBOUNDED
         full_key = self.prefix + key
         reason = ""
         for attempt in range(1, self.max_attempts + 1):
@@ -104,20 +107,37 @@ class S3Source(Source):
                 raise SourceUnavailableError(
                     f"no AWS credentials for {self.describe()}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
                     "AWS_SECRET_ACCESS_KEY, or run where an instance role applies") from exc
+            stream = response["Body"]
+            declared = response.get("ContentLength")
             try:
-                body = response["Body"].read()
+                reservation = budget.admit(declared, announced_gzip(key, response.get("ContentEncoding")))
+            except BodyTooLarge as exc:
+                stream.close()  # the body is never read: the connection is dropped, not drained
+                return Fetched(INVALID, reason=str(exc), attempts=attempt)
+            try:
+                body = read_capped(stream, budget.max_document_bytes, declared)
+            except BodyTooLarge as exc:
+                reservation.release()
+                stream.close()
+                return Fetched(INVALID, reason=str(exc), attempts=attempt)
             except BODY_ERRORS as exc:
                 # truncated, timed out mid-read, reset, or failing its checksum: fetch it again
+                reservation.release()
                 reason = f"unreadable body: {type(exc).__name__}"
                 self.stats.add(retries=1)
                 continue
+            except BaseException:
+                reservation.release()
+                raise
             self.stats.add(bytes=len(body))
             checked = _validated_by_botocore(response) or _etag_matches(response.get("ETag", ""), body)
             if self.verify_etag and not checked:
+                reservation.release()
                 reason = "body does not match its ETag (corrupted in transit)"
                 self.stats.add(retries=1)
                 continue
-            return Fetched(OK, body=body, content_encoding=response.get("ContentEncoding"), attempts=attempt)
+            return Fetched(OK, body=body, content_encoding=response.get("ContentEncoding"), attempts=attempt,
+                           reservation=reservation)
         return Fetched(FAILED, reason=f"{reason} after {self.max_attempts} attempts", attempts=self.max_attempts)
 
     def list_objects(self):
