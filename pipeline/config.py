@@ -113,6 +113,21 @@ class ingest(luigi.Config):  # noqa: N801
         default="snappy", choices=["null", "deflate", "snappy"], significant=False,
         description="Avro block codec of the data files (see docs/formats.md for the measurements behind it).",
     )
+    runner = luigi.ChoiceParameter(
+        default="inprocess", choices=["inprocess", "inline", "local", "spark", "hadoop", "emr", "dataproc"],
+        significant=False,
+        description="How a chunk is ingested: 'inprocess' (the worker fetches the bucket itself; the default on "
+        "one host) or an mrjob runner, which runs the chunk as the map-only job MRIngestChunk with one map task "
+        "per slice (see docs/cluster.md).",
+    )
+    slices = luigi.IntParameter(
+        default=4, significant=False,
+        description="Slices (map tasks) a chunk is split into when [ingest] runner is an mrjob runner (at most 10).",
+    )
+    mrjob_conf = luigi.OptionalParameter(
+        default=None, significant=False,
+        description="Path of an mrjob.conf for the ingest job (unset: the runner's defaults; see docs/cluster.md).",
+    )
 
 
 class costs(luigi.Config):  # noqa: N801
@@ -161,11 +176,13 @@ class retry(luigi.Config):  # noqa: N801
 
 class attributes(luigi.Config):  # noqa: N801
     runner = luigi.ChoiceParameter(
-        default="inline", choices=["inline", "local", "hadoop", "emr", "dataproc"], significant=False,
-        description="mrjob runner of the attributes job (see docs/attributes.md for what runs where).",
+        default="inline", choices=["inline", "local", "spark", "hadoop", "emr", "dataproc"], significant=False,
+        description="mrjob runner of the attributes job (see docs/cluster.md for what runs where; 'spark' without "
+        "an mrjob_conf is a local Spark bound to 127.0.0.1).",
     )
     mrjob_conf = luigi.OptionalParameter(
-        default=None, significant=False, description="Path of an mrjob.conf for non-local runners."
+        default=None, significant=False,
+        description="Path of an mrjob.conf for the attributes job (unset: the runner's defaults; see docs/cluster.md)."
     )
 
 

@@ -9,6 +9,7 @@
     <root>/<project>/<dataset>/<YYYY-MM-DD>/_manifest.json              dataset manifest
     <root>/<project>/<dataset>/<YYYY-MM-DD>/_SUCCESS                    written last
     <root>/<project>/<dataset>/_temporary/<YYYY-MM-DD>/...              staging of a date being built
+    <root>/<project>/<dataset>/_temporary/<YYYY-MM-DD>/_slices/<bucket>-<slice>/  a map task's slice (ingest job)
     <root>/<metadata_project>/tracks/<YYYY-MM-DD>/                      the external metadata dump
     <root>/<project>/_retention/<YYYY-MM-DD>.json                       what retention deleted, and why
 
@@ -32,6 +33,7 @@ PART_RE = re.compile(r"^part-(\d{5})-(\d{4})\.avro$")
 SUCCESS = "_SUCCESS"
 MANIFEST = "_manifest.json"
 TEMPORARY = "_temporary"
+SLICES = "_slices"
 
 # Dataset names (folders under the project).
 ANALYSIS_FULL = "analysis-full"
@@ -111,6 +113,15 @@ class Layout:
 
     def record_index_url(self, dataset: str, date: dt.date, bucket: int, staging: bool = True) -> str:
         return storage.join(self.date_url(dataset, date, staging), self.record_index_name(bucket))
+
+    def slices_url(self, dataset: str, date: dt.date) -> str:
+        """Staging folder of the slices of the map-only ingest job (``<bucket>-<slice>`` folders)."""
+        return storage.join(self.date_url(dataset, date, True), SLICES)
+
+    def slice_url(self, dataset: str, date: dt.date, bucket: int, slice_no: int, name: str = "") -> str:
+        """A working file of one slice of a bucket (or its folder when ``name`` is empty)."""
+        folder = storage.join(self.slices_url(dataset, date), f"{bucket_name(bucket)}-{slice_no:04d}")
+        return storage.join(folder, name) if name else folder
 
     def retention_log_url(self, date: dt.date) -> str:
         """Where the retention run after ``date`` logs what it deleted and freed."""

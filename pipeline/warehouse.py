@@ -119,6 +119,10 @@ class Warehouse:
         self.storage.remove(self.layout.index_url(dataset, date, bucket))
         self.storage.remove(self.layout.record_index_url(dataset, date, bucket))
         self.storage.remove(self.layout.bucket_manifest_url(dataset, date, bucket))
+        slices = self.layout.slices_url(dataset, date)
+        for name in self.storage.list_names(slices):  # what a map-only ingest job left of the bucket
+            if name.startswith(layout.bucket_name(bucket) + "-"):
+                self.storage.remove(join(slices, name))
 
     def commit_bucket(self, dataset: str, date: dt.date, entry: BucketManifest) -> None:
         """Write the bucket manifest: from now on the bucket counts as done."""
@@ -169,6 +173,7 @@ class Warehouse:
             bucket_manifests={e.bucket: e for e in staged}, **details)
         staging = self.layout.date_url(dataset, date, staging=True)
         self.remove_temporaries(staging)
+        self.storage.remove(join(staging, layout.SLICES))  # the (empty) working folder of map-only ingest jobs
         self.write_json(self.layout.manifest_url(dataset, date, staging=True), manifest.as_json())
         self.storage.write_bytes(self.layout.success_url(dataset, date, staging=True), b"")
         if not (self.storage.atomic_rename or self.storage.consistent_listing):

@@ -8,7 +8,8 @@ from pipeline import config, layout
 from pipeline.errors import ConfigError
 from pipeline.ingest.chunk import ingest_bucket
 from pipeline.ingest.work import full_items
-from pipeline.source import source_from_config
+from pipeline.snapshots.chunk_job import ingest_chunk_job
+from pipeline.source import source_from_config, source_settings
 from pipeline.source.catalog import build_catalog, read_catalog_bucket
 from pipeline.storage import target_for
 from tasks import settings
@@ -58,11 +59,17 @@ class IngestChunk(luigi.Task):
         wh = warehouse()
         manifest = wh.manifest(layout.CATALOG, self.date)
         total = manifest.bucket(self.chunk).records
+        inputs = [wh.layout.date_url(layout.CATALOG, self.date), config.source().url]
+        cfg = config.ingest()
+        if cfg.runner != "inprocess":  # the map-only job MRIngestChunk, one map task per slice
+            ingest_chunk_job(wh, source_settings(), config.source().key_template, layout.ANALYSIS_FULL, self.date,
+                             self.chunk, settings.chunk(), cfg.runner, cfg.slices, cfg.mrjob_conf,
+                             config.warehouse().s3_endpoint_url, chunk_progress(self, total), inputs)
+            return
         rows = read_catalog_bucket(wh, self.date, self.chunk, manifest)
         ingest_bucket(wh, source_from_config(), layout.ANALYSIS_FULL, self.date, self.chunk,
                       full_items(rows, config.source().key_template), settings.chunk(),
-                      progress=chunk_progress(self, total),
-                      inputs=[wh.layout.date_url(layout.CATALOG, self.date), config.source().url])
+                      progress=chunk_progress(self, total), inputs=inputs)
 
 
 class IngestFullSnapshot(PublishedSet):

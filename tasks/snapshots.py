@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import luigi
@@ -9,10 +10,11 @@ import luigi
 from pipeline import config, layout
 from pipeline.errors import ScheduleError
 from pipeline.snapshots import schedule
+from pipeline.snapshots.chunk_job import ingest_chunk_job
 from pipeline.snapshots.compaction import compact_bucket
-from pipeline.snapshots.incremental import incremental_bucket
+from pipeline.snapshots.incremental import delta_inputs, incremental_bucket
 from pipeline.snapshots.retention import apply_retention
-from pipeline.source import source_from_config
+from pipeline.source import source_from_config, source_settings
 from pipeline.storage import target_for
 from tasks import settings
 from tasks.base import PublishedSet, chunk_progress, warehouse
@@ -87,7 +89,15 @@ class IncrementalChunk(_DeltaChunk):
     dataset = layout.ANALYSIS_INCREMENTAL
 
     def build(self, wh, source, chunk_settings, policy, template, progress):
-        incremental_bucket(wh, source, self.date, self.chunk, chunk_settings, policy, template, progress)
+        cfg = config.ingest()
+        if cfg.runner == "inprocess":
+            incremental_bucket(wh, source, self.date, self.chunk, chunk_settings, policy, template, progress)
+            return
+        inputs = [wh.layout.date_url(layout.CATALOG, self.date), *delta_inputs(wh, self.date, self.chunk)[2],
+                  config.source().url]
+        ingest_chunk_job(wh, source_settings(), template, self.dataset, self.date, self.chunk, chunk_settings,
+                         cfg.runner, cfg.slices, cfg.mrjob_conf, config.warehouse().s3_endpoint_url, progress, inputs,
+                         kind="incremental", retry=dataclasses.asdict(policy))
 
 
 class CompactChunk(_DeltaChunk):

@@ -1,26 +1,28 @@
 """MRDailyAttributes: the map-only mrjob job that builds the buckets of a daily attributes snapshot.
 
-Each input file is a small JSON ``BucketTask`` (one per bucket). ``mapper_raw`` hands the
-mapper the file's path, so each map task builds one bucket: a streaming merge-join of sorted
-inputs that writes the bucket's Avro parts to the warehouse staging area and commits it.
-The bucketing makes a shuffle unnecessary, so there is no reducer. The job's own output is
-one JSON line per bucket (its bucket manifest), which the Luigi task reads.
+The job's input is one small text file per bucket holding one JSON line, a ``BucketTask``.
+Each map call builds that bucket: a streaming merge-join of sorted inputs that writes the
+bucket's Avro parts to the warehouse staging area and commits it. The bucketing makes a
+shuffle unnecessary, so there is no reducer. The job's own output is one JSON line per
+bucket (its bucket manifest), which the Luigi task reads.
 
-Runners: ``inline`` (default, in-process) and ``local`` (subprocesses, all cores) work as is;
-``hadoop``/``emr``/``dataproc`` need the package installed on the nodes (bootstrap) and a
-warehouse on HDFS or S3 — see docs/attributes.md.
+Why plain lines (``mapper``) rather than ``mapper_raw``: mrjob implements ``mapper_raw`` with
+an input manifest, which the spark runner refuses. A line per bucket task runs unchanged on
+every runner: ``inline``, ``local``, ``spark`` (run here on ``local[N]``), and ``hadoop``,
+``emr`` and ``dataproc``, where one file per bucket gives one input split, so one map task,
+per bucket. Workers reach the warehouse only through its URL (``file://`` on one host or a
+shared mount, ``s3://`` or ``hdfs://``): see docs/cluster.md.
 """
 
 from __future__ import annotations
 
-import json
-
 from mrjob.job import MRJob
-from mrjob.protocol import JSONProtocol
+from mrjob.protocol import JSONProtocol, JSONValueProtocol
 from mrjob.step import MRStep
 
 
 class MRDailyAttributes(MRJob):
+    INPUT_PROTOCOL = JSONValueProtocol
     OUTPUT_PROTOCOL = JSONProtocol
 
     def configure_args(self):
@@ -29,17 +31,16 @@ class MRDailyAttributes(MRJob):
                               help="endpoint of an s3:// warehouse (never credentials: those come from the AWS chain)")
 
     def steps(self):
-        return [MRStep(mapper_raw=self.build_bucket)]
+        return [MRStep(mapper=self.build_bucket)]
 
-    def build_bucket(self, input_path, input_uri):
-        """Build one bucket; yields (bucket, its manifest)."""
+    def build_bucket(self, _, fields: dict):
+        """Build one bucket from its task's fields; yields (bucket, its manifest)."""
         from pipeline.attributes.daily import BucketTask, build_bucket
         from pipeline.layout import Layout
         from pipeline.storage import storage_for
         from pipeline.warehouse import Warehouse
 
-        with open(input_path, encoding="utf-8") as f:
-            task = BucketTask(**json.load(f))
+        task = BucketTask(**fields)
         wh = Warehouse(Layout(task.root, task.project, task.metadata_project),
                        storage_for(task.root, self.options.s3_endpoint_url))
         info = build_bucket(wh, task)

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 from pipeline import layout
@@ -23,6 +20,7 @@ from pipeline.attributes.daily import BucketTask, yesterday
 from pipeline.attributes.maths import ALGORITHM_VERSION
 from pipeline.attributes.summary import combine_summaries
 from pipeline.formats import ATTRIBUTES, fingerprint
+from pipeline.jobs import run_map_only
 from pipeline.manifest import BucketManifest, Manifest
 from pipeline.ops.quality import QualitySettings, enforce
 from pipeline.snapshots.schedule import analysis_set, state_as_of
@@ -83,22 +81,9 @@ def run_job(tasks: list[BucketTask], runner: str, conf_path: str | None = None,
     """Run MRDailyAttributes over the bucket tasks; returns each bucket's summary line."""
     from pipeline.attributes.mr_daily_attributes import MRDailyAttributes
 
-    if not tasks:
-        return {}
-    with tempfile.TemporaryDirectory(prefix="attributes-job-") as scratch:
-        paths = []
-        for task in tasks:
-            path = os.path.join(scratch, f"bucket-{task.bucket:05d}.json")
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(dataclasses.asdict(task), f)
-            paths.append(path)
-        args = [*paths, "-r", runner, *(["--conf-path", conf_path] if conf_path else ["--no-conf"])]
-        if s3_endpoint_url:
-            args += ["--s3-endpoint-url", s3_endpoint_url]
-        job = MRDailyAttributes(args=args)
-        with job.make_runner() as mr:
-            mr.run()
-            return dict(job.parse_output(mr.cat_output()))
+    extra = ["--s3-endpoint-url", s3_endpoint_url] if s3_endpoint_url else []
+    return dict(run_map_only(MRDailyAttributes, [dataclasses.asdict(t) for t in tasks], runner, conf_path, extra,
+                             prefix="attributes-job-"))
 
 
 def build_snapshot(wh: Warehouse, date: dt.date, buckets: int, start: dt.date,

@@ -91,6 +91,14 @@ class QualityStats:
         blocks = [np.asarray(self._features, dtype=np.float64).reshape(-1, 3), *self._feature_blocks]
         return np.concatenate(blocks)
 
+    def features(self) -> np.ndarray:
+        """The (duration, segment rate, loudness) rows observed, for combining slices of one bucket."""
+        return self._feature_matrix()
+
+    def add_features(self, block: np.ndarray) -> None:
+        """Rows observed elsewhere (another slice of the bucket) that the anomaly check must include."""
+        self._feature_blocks.append(np.asarray(block, dtype=np.float64).reshape(-1, 3))
+
     def anomalies(self, z_threshold: float) -> int:
         x = self._feature_matrix()
         if len(x) < MIN_FOR_ANOMALIES:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pipeline import layout
 from pipeline.ingest.chunk import ChunkSettings, ingest_bucket
 from pipeline.ingest.engine import Counts, WorkItem
+from pipeline.ingest.slices import SliceTask, in_range, slice_rows
 from pipeline.ingest.work import work_item
 from pipeline.snapshots.merge import merge_newest
 from pipeline.snapshots.retry import RetryPolicy
@@ -122,4 +123,19 @@ def incremental_bucket(wh: Warehouse, source: Source, date: dt.date, bucket: int
                          details=plan.as_dict)
 
 
-__all__ = ["DeltaPlan", "plan_delta", "delta_inputs", "incremental_bucket", "Counts"]
+def delta_slice(wh: Warehouse, task: SliceTask) -> tuple[Iterator[WorkItem], DeltaPlan]:
+    """The work items of one slice of today's delta (MRIngestChunk), and the plan they fill."""
+    date = layout.parse_date(task.date)
+    state_ids, ledger, _ = delta_inputs(wh, date, task.bucket)
+
+    def track_id(entry: dict) -> str:
+        return entry["track_id"]
+
+    plan = DeltaPlan()
+    items = plan_delta(slice_rows(wh, task), in_range(state_ids, task.low, task.high, track_id),
+                       in_range(ledger, task.low, task.high, track_id), date, RetryPolicy(**task.retry),
+                       task.key_template, plan)
+    return items, plan
+
+
+__all__ = ["DeltaPlan", "delta_slice", "plan_delta", "delta_inputs", "incremental_bucket", "Counts"]

@@ -5,20 +5,35 @@ from __future__ import annotations
 from pipeline.errors import ConfigError
 from pipeline.source.base import Source
 
+# The ``[source]`` keys a worker needs to build its own source (a map task has no luigi.cfg).
+SOURCE_KEYS = ("url", "endpoint_url", "region", "concurrency", "max_attempts", "retry_mode", "connect_timeout",
+               "read_timeout")
 
-def source_from_config(client=None) -> Source:
-    """The configured source (``[source] url``); an S3 client can be injected (tests, benchmarks)."""
+
+def source_settings() -> dict:
+    """The configured ``[source]`` values a remote worker needs, as plain JSON-able values."""
     from pipeline import config
 
     cfg = config.source()
-    if cfg.url.startswith("file://"):
+    return {key: getattr(cfg, key) for key in SOURCE_KEYS}
+
+
+def source_from_config(client=None) -> Source:
+    """The configured source (``[source] url``); an S3 client can be injected (tests, benchmarks)."""
+    return source_from_settings(source_settings(), client)
+
+
+def source_from_settings(cfg: dict, client=None) -> Source:
+    """A source from ``[source]`` values (``source_settings()``), in this process or on a worker."""
+    if cfg["url"].startswith("file://"):
         from pipeline.source.local import LocalSource
 
-        return LocalSource(cfg.url)
-    if cfg.url.startswith("s3://"):
+        return LocalSource(cfg["url"])
+    if cfg["url"].startswith("s3://"):
         from pipeline.source.s3 import S3Source, make_client
 
-        client = client or make_client(cfg.endpoint_url, cfg.region, cfg.concurrency + 4, cfg.max_attempts,
-                                       cfg.retry_mode, cfg.connect_timeout, cfg.read_timeout)
-        return S3Source(cfg.url, client, max_attempts=cfg.max_attempts)
-    raise ConfigError(f"[source] url = {cfg.url!r}: expected s3://BUCKET/PREFIX or file://FOLDER")
+        client = client or make_client(cfg["endpoint_url"], cfg["region"], cfg["concurrency"] + 4,
+                                       cfg["max_attempts"], cfg["retry_mode"], cfg["connect_timeout"],
+                                       cfg["read_timeout"])
+        return S3Source(cfg["url"], client, max_attempts=cfg["max_attempts"])
+    raise ConfigError(f"[source] url = {cfg['url']!r}: expected s3://BUCKET/PREFIX or file://FOLDER")
