@@ -81,6 +81,11 @@ class source(luigi.Config):  # noqa: N801
         default="adaptive", choices=["legacy", "standard", "adaptive"], significant=False,
         description="botocore retry mode; 'adaptive' also rate-limits the client on 503 SlowDown.",
     )
+    client = luigi.ChoiceParameter(
+        default="obstore", choices=["obstore", "boto3"], significant=False,
+        description="Client of the per-track GETs of an s3:// source: 'obstore' (Rust, about a quarter of boto3's "
+        "CPU per GET; retries with backoff and jitter itself) or 'boto3'. Listing and credentials always use boto3.",
+    )
     connect_timeout = luigi.FloatParameter(default=5.0, significant=False, description="Connect timeout, seconds.")
     read_timeout = luigi.FloatParameter(default=30.0, significant=False, description="Read timeout, seconds.")
     max_document_bytes = luigi.IntParameter(

@@ -158,7 +158,7 @@ def test_every_socket_of_the_server_tree_is_loopback_and_its_files_stay_in_its_f
         assert listening == set(vars(ports).values()), (listening, ports)
         assert all(c.laddr.ip == "127.0.0.1" for c in inet), [c for c in inet if c.laddr.ip != "127.0.0.1"]
         assert all(c.raddr.ip == "127.0.0.1" for c in inet if c.raddr), [c for c in inet if c.raddr]
-        run_dir = str(tmp_path) + os.sep  # the run's folder: its log, and its data, logs, sockets under s3server-<port>/
+        run_dir = str(tmp_path) + os.sep  # the run's folder: its log; its data, logs, sockets in s3server-<port>/
         written = [f.path for p in procs for f in p.open_files() if f.mode != "r"]  # (it also reads /sys cgroups)
         assert written and all(path.startswith(run_dir) for path in written), \
             [path for path in written if not path.startswith(run_dir)]
