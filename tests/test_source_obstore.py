@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import multiprocessing
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +21,7 @@ from pipeline.demo.s3server import free_port, s3_client
 from pipeline.errors import SourceUnavailableError
 from pipeline.source.base import FAILED, INVALID, MISSING, OK
 from pipeline.source.s3 import make_client
-from pipeline.source.s3_get import BotoCredentials, ObstoreS3Source
+from pipeline.source.s3_get import BotoCredentials, ObstoreS3Source, obstore_usable
 
 
 def source(endpoint: str, url: str, **kwargs) -> ObstoreS3Source:
@@ -141,3 +142,18 @@ def test_no_credentials_fail_fast_naming_the_fix(monkeypatch, tmp_path):
     src = source(f"http://127.0.0.1:{free_port()}", "s3://bkt/p/")
     with pytest.raises(SourceUnavailableError, match="no AWS credentials.*AWS_PROFILE"):
         src.fetch("a.json")
+
+
+def _fetch_in_child(endpoint: str, bucket: str) -> tuple[str, bytes | None, bool]:
+    fetched = source(endpoint, f"s3://{bucket}/p/").fetch("a.json")
+    return fetched.outcome, fetched.body, obstore_usable()
+
+
+def test_a_process_forked_after_obstore_ran_uses_boto3_instead_of_hanging(s3_endpoint, s3_bucket):
+    """tokio does not survive fork(): the child would wait forever on its first GET through obstore."""
+    s3_client(s3_endpoint).put_object(Bucket=s3_bucket, Key="p/a.json", Body=b'{"a": 1}')
+    assert source(s3_endpoint, f"s3://{s3_bucket}/p/").fetch("a.json").outcome == OK  # runtime started here
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        outcome = pool.apply_async(_fetch_in_child, (s3_endpoint, s3_bucket)).get(timeout=120)
+    assert outcome == (OK, b'{"a": 1}', False)
+    assert obstore_usable()

@@ -17,12 +17,18 @@ Every guarantee of the boto3 path is kept here, in Python, so it is visible and 
   itself stops at ``max_bytes`` + 1, so a lying or absent length cannot make it buffer more;
 - connection failures are flagged so the engine declares a dead or hung endpoint unreachable fast;
 - reasons and logs carry the error's first line only (method, URL, status), never a credential.
+
+obstore runs its I/O on a tokio runtime, which does not survive ``fork()``: a process forked after
+its parent used obstore would hang on its first GET. Such a process (luigi forks one per task with
+``--workers`` > 1) gets the boto3 GET path instead, with a warning; a process that forks before any
+GET, as luigi's parent process does, is unaffected.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import random
 import re
 import threading
@@ -43,6 +49,14 @@ _ELAPSED = re.compile(r" in [0-9.]+(?:ns|µs|us|ms|s)\b")  # "GET ... in 1.2ms":
 READ_CHUNK = 8 * 1024 * 1024  # obstore hands the body over in pieces of at least this size (or the whole body)
 NO_CREDENTIALS = ("no AWS credentials for {where}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                   "or run where an instance role applies")
+
+
+_RUNTIME_PID: list[int] = []  # the process that started obstore's runtime (inherited, not reset, by fork)
+
+
+def obstore_usable() -> bool:
+    """False in a process forked after its parent started obstore's runtime (it would hang there)."""
+    return not _RUNTIME_PID or _RUNTIME_PID[0] == os.getpid()
 
 
 class BotoCredentials:
@@ -82,6 +96,7 @@ class ObstoreS3Source(S3Source):
         self._pool = pool
         self._store = None
         self._lock = threading.Lock()
+        self._fallback_warned = False
 
     def _get_store(self):
         """The obstore store, built on first use (credentials are resolved then, not at construction)."""
@@ -92,6 +107,8 @@ class ObstoreS3Source(S3Source):
 
                 credentials = BotoCredentials(self.session or boto3.session.Session())
                 credentials.resolve(self.describe())
+                if not _RUNTIME_PID:
+                    _RUNTIME_PID.append(os.getpid())
                 endpoint = self.endpoint_url
                 connect, read = self._timeouts
                 options = {"connect_timeout": f"{int(connect * 1000)}ms", "read_timeout": f"{int(read * 1000)}ms",
@@ -109,6 +126,12 @@ class ObstoreS3Source(S3Source):
         import obstore
         from obstore.exceptions import BaseError
 
+        if not obstore_usable():
+            if not self._fallback_warned:
+                self._fallback_warned = True
+                log.warning("obstore's runtime was started before this process was forked (tokio is not fork-safe): "
+                            "GETs of %s go through boto3 in process %d", self.url, os.getpid())
+            return super().fetch(key)
         store = self._get_store()
         full_key = self.prefix + key
         where = f"s3://{self.bucket}/{full_key}"
