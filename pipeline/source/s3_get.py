@@ -13,8 +13,10 @@ Every guarantee of the boto3 path is kept here, in Python, so it is visible and 
   backoff and full jitter (obstore's own retries are off, so every request sent is counted);
 - a body that arrives truncated, reset mid-read, or not matching its single-part ETag (an MD5) is
   fetched again, and counted in ``retries``;
-- a body longer than ``max_bytes`` is refused by its Content-Length before it is read, and the read
-  itself stops at ``max_bytes`` + 1, so a lying or absent length cannot make it buffer more;
+- a body longer than ``max_bytes`` is refused by its Content-Length before it is read; the read is
+  bounded by that length (hyper never reads past it; obstore refuses an answer without one), and a
+  read without a known size stops at ``max_bytes`` + 1, so a lying or absent length cannot make it
+  buffer more;
 - connection failures are flagged so the engine declares a dead or hung endpoint unreachable fast;
 - reasons and logs carry the error's first line only (method, URL, status), never a credential.
 
@@ -123,9 +125,7 @@ class ObstoreS3Source(S3Source):
         time.sleep(random.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))))
 
     def fetch(self, key: str) -> Fetched:
-        import obstore
-        from obstore.exceptions import BaseError
-
+        """Like boto3's path: each body attempt gets its own request retries (``max_attempts`` each)."""
         if not obstore_usable():
             if not self._fallback_warned:
                 self._fallback_warned = True
@@ -135,17 +135,32 @@ class ObstoreS3Source(S3Source):
         store = self._get_store()
         full_key = self.prefix + key
         where = f"s3://{self.bucket}/{full_key}"
-        reason, connection_error = "", False
+        reason = ""
         for attempt in range(1, self.max_attempts + 1):
+            result, failed = self._request(store, full_key, where, attempt)
+            if failed is not None:
+                return failed
+            outcome, reason = self._read(result, where, attempt)
+            if outcome is not None:
+                return outcome
+        return Fetched(FAILED, reason=f"{reason} after {self.max_attempts} attempts", attempts=self.max_attempts)
+
+    def _request(self, store, full_key: str, where: str, attempt: int):
+        """(the GET's result, None), or (None, the Fetched to return) once retrying cannot help."""
+        import obstore
+        from obstore.exceptions import BaseError
+
+        reason, connection_error = "", False
+        for tried in range(1, self.max_attempts + 1):
             self.stats.add(gets=1)
             try:
-                result = obstore.get(store, full_key)
+                return obstore.get(store, full_key), None
             except FileNotFoundError as exc:  # obstore's NotFoundError: a 404
                 code, message = _error_code(str(exc))
                 log.debug("GET %s: 404 %s", where, code)
                 if code in ("", "NoSuchKey", "NotFound"):
-                    return Fetched(MISSING, reason=f"{where} not found", attempts=attempt)
-                return Fetched(FAILED, reason=f"HTTP 404 {code}: {message}".strip(), attempts=attempt)
+                    return None, Fetched(MISSING, reason=f"{where} not found", attempts=attempt)
+                return None, Fetched(FAILED, reason=f"HTTP 404 {code}: {message}".strip(), attempts=attempt)
             except BaseError as exc:
                 text = str(exc)
                 status = _status(text)
@@ -154,21 +169,16 @@ class ObstoreS3Source(S3Source):
                     code, message = _error_code(text)
                     reason, connection_error = f"HTTP {status} {code}: {message}".strip(), False
                     if status not in RETRYABLE_STATUS:
-                        return Fetched(FAILED, reason=reason, attempts=attempt)
+                        return None, Fetched(FAILED, reason=reason, attempts=attempt)
                 elif kind := _kind(text):  # nothing came back: refused, reset before an answer, or timed out
                     reason = ("cannot connect: " if kind == "Connect" else "no answer: ") + _first_line(text)
                     connection_error = True
                 else:  # an answer obstore refused unread (no Content-Length), or a local error: not transient
-                    return Fetched(FAILED, reason=f"refused: {_first_line(text)}", attempts=attempt)
-                if attempt < self.max_attempts:
-                    self._backoff(attempt)
-                continue
-            outcome, reason = self._read(result, where, attempt)
-            if outcome is not None:
-                return outcome
-            connection_error = False
-        return Fetched(FAILED, reason=f"{reason} after {self.max_attempts} attempts", attempts=self.max_attempts,
-                       connection_error=connection_error)
+                    return None, Fetched(FAILED, reason=f"refused: {_first_line(text)}", attempts=attempt)
+                if tried < self.max_attempts:
+                    self._backoff(tried)
+        return None, Fetched(FAILED, reason=f"{reason} after {self.max_attempts} attempts", attempts=attempt,
+                             connection_error=connection_error)
 
     def _read(self, result, where: str, attempt: int) -> tuple[Fetched | None, str]:
         """(the body as a Fetched, "") or (None, why) when it must be fetched again."""
@@ -180,7 +190,9 @@ class ObstoreS3Source(S3Source):
             return Fetched(INVALID, reason=f"document is {size} bytes, over the {self.max_bytes}-byte cap",
                            attempts=attempt), ""
         try:
-            body = read_limited(result, self.max_bytes)
+            # hyper reads exactly the announced Content-Length (never more), and obstore refuses an answer
+            # without one, so a checked size bounds the read; without a size the read counts as it goes
+            body = bytes(result.bytes()) if size is not None else read_limited(result, self.max_bytes)
         except BaseError as exc:
             self.stats.add(retries=1)
             return None, f"unreadable body: {_first_line(str(exc))}"
