@@ -80,7 +80,7 @@ def test_session_fixture_bucket_round_trip(s3_endpoint, s3_bucket):
 
 
 def fake_spawn(code: str):
-    def spawn(kind, port, run_dir, log, latency_ms=0.0):
+    def spawn(kind, port, run_dir, log, latency_ms=0.0, detach=False):
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         return proc, None
@@ -99,7 +99,7 @@ def test_a_server_that_dies_is_reported_with_its_endpoint(tmp_path, monkeypatch)
 def test_a_server_that_never_answers_times_out_and_is_stopped(tmp_path, monkeypatch):
     spawned = []
 
-    def spawn(kind, port, run_dir, log, latency_ms=0.0):
+    def spawn(kind, port, run_dir, log, latency_ms=0.0, detach=False):
         spawned.append(fake_spawn("import time; time.sleep(60)")(kind, port, run_dir, log))
         return spawned[-1]
 
@@ -169,3 +169,25 @@ def test_every_socket_of_the_server_tree_is_loopback_and_its_files_stay_in_its_f
     assert not any(psutil.pid_exists(p.pid) and p.status() != psutil.STATUS_ZOMBIE for p in procs)
     assert not [path for path in in_tmp if os.path.exists(path)], "gRPC sockets left in /tmp"
     assert all(refuses(p) for p in vars(ports).values())
+
+
+def test_a_run_killed_with_sigkill_leaves_no_server_running(tmp_path):
+    """The server runs in its own session (so a Ctrl-C reaches our stop, not it); the kernel kills it with us."""
+    code = ("import sys, time\nfrom pipeline.demo.s3server import running_s3_server\n"
+            f"with running_s3_server(log_dir={str(tmp_path)!r}) as endpoint:\n"
+            "    print(endpoint, flush=True)\n    time.sleep(600)\n")
+    run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(run.stdout.readline().strip().rsplit(":", 1)[1])
+        [pid] = server_pids(port)
+    finally:
+        run.kill()
+        run.wait()
+        run.stdout.close()
+    server = psutil.Process(pid) if psutil.pid_exists(pid) else None
+    if server is not None:
+        with pytest.raises(psutil.NoSuchProcess):
+            server.wait(60)  # gone by itself (a bound on the wait, not a speed assertion)
+            server.status()
+    assert not server_pids(port) and refuses(port)
+    seaweed.remove_grpc_sockets(seaweed.Ports.load(tmp_path / f"s3server-{port}"))  # what a SIGKILL leaves

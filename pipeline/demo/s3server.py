@@ -114,19 +114,22 @@ def _log_tail(log_path: str, n: int = 15) -> str:
         return "(no log)"
 
 
-def _spawn(kind: str, port: int, run_dir: str, log: IO[bytes], latency_ms: float = 0.0
+def _spawn(kind: str, port: int, run_dir: str, log: IO[bytes], latency_ms: float = 0.0, detach: bool = False
            ) -> tuple[subprocess.Popen, seaweed.Ports | None]:
-    """Start the server in its own process group; SeaweedFS also returns every port it was given."""
+    """Start the server in its own process group; SeaweedFS also returns every port it was given.
+
+    Unless ``detach``, the server dies with the thread that started it (a SIGKILLed run leaves none)."""
     if kind == SEAWEEDFS:
         if latency_ms:
             raise ConfigError("SeaweedFS cannot delay its answers: put pipeline.demo.latency_relay in front")
         ports = seaweed.Ports.pick(port)
-        return seaweed.spawn(run_dir, ports, log), ports
+        return seaweed.spawn(run_dir, ports, log, detach), ports
     cmd = [sys.executable, "-m", "pipeline.demo.moto_launcher", "--host", HOST, "--port", str(port),
            "--latency-ms", str(latency_ms)]
     env = {**os.environ, **fake_credentials_env(), "TMPDIR": run_dir}
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir,
-                            env=env, start_new_session=True), None
+                            env=env, start_new_session=True,
+                            preexec_fn=None if detach else seaweed.die_with_parent), None
 
 
 def _wait_ready(endpoint: str, proc: subprocess.Popen, ports: seaweed.Ports | None, log_path: str,
@@ -228,7 +231,7 @@ def start_daemon(state_dir: str, port: int | None = None, startup_timeout: float
     endpoint = f"http://{HOST}:{port}"
     log_path = os.path.join(state_dir, LOG_FILE)
     with open(log_path, "ab") as log:
-        proc, ports = _spawn(kind, port, state_dir, log)
+        proc, ports = _spawn(kind, port, state_dir, log, detach=True)
     try:
         _wait_ready(endpoint, proc, ports, log_path, startup_timeout)
     except SourceUnavailableError:

@@ -104,8 +104,23 @@ def command(run_dir: str | Path, ports: Ports) -> list[str]:
     ]
 
 
-def spawn(run_dir: str | Path, ports: Ports, log: IO[bytes]) -> subprocess.Popen:
-    """Start ``weed server`` in its own process group, everything it writes under ``run_dir``."""
+def die_with_parent() -> None:
+    """``preexec_fn``: the kernel SIGKILLs the child when the thread that started it dies (Linux).
+
+    A server started for one run (tests, demo, benchmarks) must not outlive a run killed with SIGKILL;
+    it runs in its own session, so nothing else would stop it.
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def spawn(run_dir: str | Path, ports: Ports, log: IO[bytes], detach: bool = False) -> subprocess.Popen:
+    """Start ``weed server`` in its own process group, everything it writes under ``run_dir``.
+
+    Unless ``detach``, it is killed by the kernel if this process dies without stopping it."""
     run_dir = Path(run_dir)
     for sub in ("data", "logs", "tmp"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -115,7 +130,8 @@ def spawn(run_dir: str | Path, ports: Ports, log: IO[bytes]) -> subprocess.Popen
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["TMPDIR"] = str(run_dir / "tmp")
     return subprocess.Popen(command(run_dir, ports), stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=None if detach else die_with_parent)
 
 
 def kill_group(pid: int, grace: float) -> None:
