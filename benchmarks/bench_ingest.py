@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import os
 import resource
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -81,6 +82,33 @@ def ingest_rate(w, endpoint: str, client: str, concurrency: int, chunks: int, wo
             "json_mb": downloaded / 1e6}
 
 
+def cli_ingest(w, endpoint: str, client: str, concurrency: int, chunks: int) -> dict:
+    """The operator's command (``luigi --module tasks IngestFullSnapshot``), CPU of its whole process tree.
+
+    It runs twice: the ingest, then the same command on the now complete date, which does nothing
+    but start up (imports, luigi, config); the difference is the CPU the tracks themselves cost.
+    """
+    from tests.helpers import luigi_cli, subprocess_env, write_cfg
+
+    cfg = write_cfg(w.scratch / f"cli-{client}.cfg", w.overrides(
+        source={"concurrency": concurrency, "endpoint_url": endpoint, "client": client}, ingest={"chunks": chunks}))
+    w.wh.remove_date(layout.ANALYSIS_FULL, DATE)
+    w.wh.remove_date(layout.LEDGER, DATE)
+    runs = []
+    for _ in range(2):
+        before = _children_cpu()
+        with timer() as t:
+            done = subprocess.run(luigi_cli("IngestFullSnapshot", "--date", layout.format_date(DATE), cfg=cfg),
+                                  env=subprocess_env(cfg), capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append((_children_cpu() - before, t["seconds"]))
+    tracks = w.wh.manifest(layout.ANALYSIS_FULL, DATE)["counts"]["ingested"]
+    (cpu, seconds), (startup, _) = runs
+    return {"client": client, "tracks": tracks, "tracks_per_s": tracks / seconds,
+            "command_cpu_ms_per_track": cpu / tracks * 1e3, "startup_cpu_s": startup,
+            "marginal_cpu_ms_per_track": (cpu - startup) / tracks * 1e3}
+
+
 def _children_cpu() -> float:
     """CPU seconds of finished child processes (luigi runs each task of a multi-worker build in one)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -139,8 +167,9 @@ def scenario(args, w, keys: list[str], endpoint: str, latency_ms: float) -> dict
     raw_get_rate(endpoint, keys[:200], 16)  # warm-up
     raw = max((raw_get_rate(endpoint, keys, n) for n in (16, 32, 64)), key=lambda r: r["tracks_per_s"])
     ingest = {c: ingest_rate(w, endpoint, c, args.concurrency, args.chunks, args.workers) for c in CLIENTS}
+    cli = {c: cli_ingest(w, endpoint, c, args.concurrency, args.chunks) for c in CLIENTS}
     naive = naive_rate(endpoint, keys[:args.naive_tracks], str(w.scratch / f"naive-{latency_ms:g}"))
-    return {"latency_ms": latency_ms, "raw": raw, "ingest": ingest, "naive": naive,
+    return {"latency_ms": latency_ms, "raw": raw, "ingest": ingest, "cli": cli, "naive": naive,
             "ingest_vs_raw": {c: ingest[c]["tracks_per_s"] / raw["tracks_per_s"] for c in CLIENTS},
             "ingest_vs_naive": {c: ingest[c]["tracks_per_s"] / naive["tracks_per_s"] for c in CLIENTS}}
 
@@ -168,12 +197,14 @@ def main() -> None:
         cpu = cpu_breakdown(w, w.endpoint, rows)
     ms = {c: cpu[c]["ms_per_track"] for c in CLIENTS}
     ingest_cpu = [{c: s["ingest"][c]["client_cpu_ms_per_track"] for c in CLIENTS} for s in scenarios]
+    cli_cpu = [{c: s["cli"][c]["marginal_cpu_ms_per_track"] for c in CLIENTS} for s in scenarios]
     result = {"tracks": args.tracks, "segments": args.segments, "cores": os.cpu_count(), "server": server_kind(),
               "object_kb": object_kb, "scenarios": scenarios, "cpu_breakdown": cpu,
               "client_cpu_obstore_vs_boto3": {
                   "per_track_sequential": ms["obstore"]["total"] / ms["boto3"]["total"],
                   "request_phase": ms["obstore"]["request"] / ms["boto3"]["request"],
-                  "ingest": [c["obstore"] / c["boto3"] for c in ingest_cpu]}}
+                  "ingest": [c["obstore"] / c["boto3"] for c in ingest_cpu],
+                  "command_marginal": [c["obstore"] / c["boto3"] for c in cli_cpu]}}
     save("ingest", result)
 
 
