@@ -100,7 +100,7 @@ def cli_ingest(w, endpoint: str, client: str, concurrency: int, chunks: int) -> 
         with timer() as t:
             done = subprocess.run(luigi_cli("IngestFullSnapshot", "--date", layout.format_date(DATE), cfg=cfg),
                                   env=subprocess_env(cfg), capture_output=True, text=True, timeout=1200)
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.returncode == 0, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
         runs.append((_children_cpu() - before, t["seconds"]))
     tracks = w.wh.manifest(layout.ANALYSIS_FULL, DATE)["counts"]["ingested"]
     (cpu, seconds), (startup, _) = runs
