@@ -191,3 +191,15 @@ def test_a_run_killed_with_sigkill_leaves_no_server_running(tmp_path):
             server.status()
     assert not server_pids(port) and refuses(port)
     seaweed.remove_grpc_sockets(seaweed.Ports.load(tmp_path / f"s3server-{port}"))  # what a SIGKILL leaves
+
+
+def test_the_latency_relay_passes_s3_traffic_through_on_loopback(s3_endpoint, s3_bucket):
+    from pipeline.demo.latency_relay import running_relay
+    from tests.support.netstat import loopback_only
+
+    body = os.urandom(300_000)  # larger than one relay read, so the answer streams in pieces
+    with running_relay(s3_endpoint, latency_ms=5) as relay:
+        assert loopback_only(int(relay.rsplit(":", 1)[1]))
+        client = s3_client(relay)
+        client.put_object(Bucket=s3_bucket, Key="relayed.bin", Body=body)
+        assert client.get_object(Bucket=s3_bucket, Key="relayed.bin")["Body"].read() == body
