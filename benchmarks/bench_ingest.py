@@ -62,7 +62,7 @@ def ingest_rate(w, endpoint: str, client: str, concurrency: int, chunks: int, wo
     from tests.helpers import luigi_config
 
     source = {"concurrency": concurrency, "endpoint_url": endpoint, "client": client}
-    with luigi_config(w.overrides(source=source, ingest={"chunks": chunks}, resources={"s3_ingest": workers})):
+    with luigi_config(w.overrides(source=source, warehouse={"buckets": chunks}, resources={"s3_ingest": workers})):
         w.wh.remove_date(layout.ANALYSIS_FULL, DATE)
         w.wh.remove_date(layout.LEDGER, DATE)
         luigi.build([CatalogSnapshot(date=DATE)], local_scheduler=True, log_level="WARNING")
@@ -73,12 +73,12 @@ def ingest_rate(w, endpoint: str, client: str, concurrency: int, chunks: int, wo
         cpu = _children_cpu() - cpu if workers > 1 else None
     assert ok, "ingest failed"
     manifest = w.wh.manifest(layout.ANALYSIS_FULL, DATE)
-    tracks = manifest["counts"]["ingested"]
-    downloaded = sum(b["requests"]["bytes"] for b in manifest["bucket_manifests"].values())
+    tracks = manifest.counts["ingested"]
+    downloaded = sum(b.requests["bytes"] for b in manifest.entries())
     return {"client": client, "concurrency": concurrency, "chunks": chunks, "workers": workers, "tracks": tracks,
             "tracks_per_s": tracks / t["seconds"],
             "client_cpu_ms_per_track": cpu / tracks * 1e3 if cpu is not None else None,
-            "mb_per_s": downloaded / 1e6 / t["seconds"], "avro_mb": manifest["bytes"] / 1e6,
+            "mb_per_s": downloaded / 1e6 / t["seconds"], "avro_mb": manifest.bytes / 1e6,
             "json_mb": downloaded / 1e6}
 
 
@@ -91,7 +91,7 @@ def cli_ingest(w, endpoint: str, client: str, concurrency: int, chunks: int) -> 
     from tests.helpers import luigi_cli, subprocess_env, write_cfg
 
     cfg = write_cfg(w.scratch / f"cli-{client}.cfg", w.overrides(
-        source={"concurrency": concurrency, "endpoint_url": endpoint, "client": client}, ingest={"chunks": chunks}))
+        source={"concurrency": concurrency, "endpoint_url": endpoint, "client": client}, warehouse={"buckets": chunks}))
     w.wh.remove_date(layout.ANALYSIS_FULL, DATE)
     w.wh.remove_date(layout.LEDGER, DATE)
     runs = []
@@ -102,7 +102,7 @@ def cli_ingest(w, endpoint: str, client: str, concurrency: int, chunks: int) -> 
                                   env=subprocess_env(cfg), capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
         runs.append((_children_cpu() - before, t["seconds"]))
-    tracks = w.wh.manifest(layout.ANALYSIS_FULL, DATE)["counts"]["ingested"]
+    tracks = w.wh.manifest(layout.ANALYSIS_FULL, DATE).counts["ingested"]
     (cpu, seconds), (startup, _) = runs
     return {"client": client, "tracks": tracks, "tracks_per_s": tracks / seconds,
             "command_cpu_ms_per_track": cpu / tracks * 1e3, "startup_cpu_s": startup,

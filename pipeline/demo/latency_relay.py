@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from pipeline.errors import SourceUnavailableError
-from pipeline.ops.processes import LOOPBACK, free_port, stop_process
+from pipeline.processes import LOOPBACK, free_port, stop_process
 
 CHUNK = 256 * 1024
 
