@@ -139,7 +139,8 @@ def cpu_breakdown(w, endpoint: str, rows: list[dict], warmup: int = 20) -> dict:
     with contextlib.ExitStack() as stack:
         writers = {c: stack.enter_context(open_writer(w.wh.storage, f"file://{w.scratch}/cpu-{c}.avro", ANALYSIS))
                    for c in CLIENTS}
-        for n, row in enumerate(rows[:warmup] + rows):
+        warm = rows[:warmup]
+        for n, row in enumerate(warm + rows):
             key = key_for(row["track_id"], row["analysis_key"], "{track_id}.json")
             for client in CLIENTS:
                 t0 = time.process_time()
@@ -152,7 +153,7 @@ def cpu_breakdown(w, endpoint: str, rows: list[dict], warmup: int = 20) -> dict:
                 t3 = time.process_time()
                 writers[client](record)
                 t4 = time.process_time()
-                if n >= warmup:
+                if n >= len(warm):
                     for phase, seconds in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                         spent[client][phase] += seconds
     out = {}
