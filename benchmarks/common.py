@@ -46,7 +46,9 @@ class World:
 
 @contextlib.contextmanager
 def world(tracks: int, segments: int, seed: int = 5, latency_ms: float = 0.0, **sim_kwargs) -> Iterator[World]:
-    """A moto server seeded with ``tracks`` synthetic analyses and the dump of day 0."""
+    """The loopback S3 server (SeaweedFS; moto with ``ECHONEST_S3_SERVER=moto``) seeded with ``tracks``
+    synthetic analyses, and the dump of day 0. ``latency_ms`` needs moto; with SeaweedFS put
+    ``pipeline.demo.latency_relay`` in front instead."""
     os.environ.update(fake_credentials_env())
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch, \
             running_s3_server(log_dir=scratch, latency_ms=latency_ms) as endpoint:

@@ -75,11 +75,18 @@ class source(luigi.Config):  # noqa: N801
     )
     max_attempts = luigi.IntParameter(
         default=5, significant=False,
-        description="Total tries per request (botocore total_max_attempts), and tries per unreadable body.",
+        description="Total tries per request (botocore total_max_attempts, or the obstore client's own retry loop), "
+        "and tries per unreadable body.",
     )
     retry_mode = luigi.ChoiceParameter(
         default="adaptive", choices=["legacy", "standard", "adaptive"], significant=False,
-        description="botocore retry mode; 'adaptive' also rate-limits the client on 503 SlowDown.",
+        description="botocore retry mode (boto3 GET client and listing); 'adaptive' also rate-limits the client on "
+        "503 SlowDown.",
+    )
+    client = luigi.ChoiceParameter(
+        default="obstore", choices=["obstore", "boto3"], significant=False,
+        description="Client of the per-track GETs of an s3:// source: 'obstore' (Rust, about a quarter of boto3's "
+        "CPU per GET; retries with backoff and jitter itself) or 'boto3'. Listing and credentials always use boto3.",
     )
     connect_timeout = luigi.FloatParameter(default=5.0, significant=False, description="Connect timeout, seconds.")
     read_timeout = luigi.FloatParameter(default=30.0, significant=False, description="Read timeout, seconds.")

@@ -13,7 +13,9 @@ from pipeline.demo.s3server import fake_credentials_env, running_s3_server, s3_c
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Endpoint URL of a moto server process shared by the session (starting one costs ~2 s).
+    """Endpoint URL of the loopback S3 server shared by the session (starting one costs ~3 s).
+
+    SeaweedFS by default; ``ECHONEST_S3_SERVER=moto`` runs the same suite against moto's server.
 
     The fake credentials are exported for the session (so code using the default boto3 chain
     never looks further) and the previous environment is restored afterwards.

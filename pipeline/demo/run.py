@@ -1,6 +1,6 @@
 """``make demo``: the pipeline end to end on embedded defaults, on this machine, over loopback only.
 
-It starts an S3-compatible server (moto, a separate process on 127.0.0.1), seeds a synthetic
+It starts an S3-compatible server (SeaweedFS, a separate process on 127.0.0.1), seeds a synthetic
 catalogue day by day, runs the real Luigi command line against it for each day, prints what
 happened, and stops the server. Everything lands under ``var/demo/``.
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import layout
-from pipeline.demo.s3server import fake_credentials_env, running_s3_server, s3_client
+from pipeline.demo.s3server import fake_credentials_env, running_s3_server, s3_client, server_kind
 from pipeline.demo.seed import seed_bucket, write_metadata_dump
 from pipeline.demo.synthetic import CatalogSimulation
 from pipeline.layout import Layout
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                             segments=demo.segments, reanalysed_ratio=0.005)
     print(f"demo: {demo.tracks} tracks, {demo.days} day(s) ending {LAST_DATE}, warehouse {demo.warehouse_root}")
     with running_s3_server(log_dir=str(demo.state)) as endpoint:
-        print(f"demo: S3-compatible server (moto) on {endpoint}")
+        print(f"demo: S3-compatible server ({server_kind()}) on {endpoint}")
         demo.write_config(endpoint)
         os.environ.update(fake_credentials_env())
         client = s3_client(endpoint)

@@ -38,10 +38,12 @@ def _ensure_bucket(s3_client, bucket: str) -> None:
     if bucket in existing:
         return
     region = s3_client.meta.region_name
-    if region in (None, "us-east-1"):
-        s3_client.create_bucket(Bucket=bucket)  # us-east-1 rejects an explicit LocationConstraint
-    else:
-        s3_client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    # us-east-1 rejects an explicit LocationConstraint
+    extra = {} if region in (None, "us-east-1") else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    try:
+        s3_client.create_bucket(Bucket=bucket, **extra)
+    except s3_client.exceptions.BucketAlreadyOwnedByYou:
+        pass  # SeaweedFS may not list a bucket created a moment ago; creating it again says it is ours
 
 
 def _decoys(sim: CatalogSimulation, day: int, prefix: str, n: int) -> Iterator[tuple[str, bytes]]:

@@ -7,7 +7,7 @@ from pipeline.source.base import Source
 
 # The ``[source]`` keys a worker needs to build its own source (a map task has no luigi.cfg).
 SOURCE_KEYS = ("url", "endpoint_url", "region", "concurrency", "max_attempts", "retry_mode", "connect_timeout",
-               "read_timeout")
+               "read_timeout", "client", "max_document_bytes")
 
 
 def source_settings() -> dict:
@@ -30,10 +30,20 @@ def source_from_settings(cfg: dict, client=None) -> Source:
 
         return LocalSource(cfg["url"])
     if cfg["url"].startswith("s3://"):
+        import boto3
+
         from pipeline.source.s3 import S3Source, make_client
 
+        session = boto3.session.Session()
         client = client or make_client(cfg["endpoint_url"], cfg["region"], cfg["concurrency"] + 4,
                                        cfg["max_attempts"], cfg["retry_mode"], cfg["connect_timeout"],
-                                       cfg["read_timeout"])
-        return S3Source(cfg["url"], client, max_attempts=cfg["max_attempts"])
+                                       cfg["read_timeout"], session=session)
+        if cfg["client"] == "boto3":
+            return S3Source(cfg["url"], client, max_attempts=cfg["max_attempts"])
+        from pipeline.source.s3_get import ObstoreS3Source
+
+        return ObstoreS3Source(cfg["url"], client, endpoint_url=cfg["endpoint_url"], session=session,
+                               max_attempts=cfg["max_attempts"], max_bytes=cfg["max_document_bytes"],
+                               connect_timeout=cfg["connect_timeout"], read_timeout=cfg["read_timeout"],
+                               pool=cfg["concurrency"] + 4)
     raise ConfigError(f"[source] url = {cfg['url']!r}: expected s3://BUCKET/PREFIX or file://FOLDER")

@@ -32,7 +32,7 @@ MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
 
 def make_client(endpoint_url: str | None, region: str, pool: int, max_attempts: int, retry_mode: str,
-                connect_timeout: float, read_timeout: float):
+                connect_timeout: float, read_timeout: float, session=None):
     """A boto3 S3 client with a pool as large as the download concurrency (and credentials kept out of logs)."""
     redact_credentials_in_logs()
     config = botocore.config.Config(
@@ -40,7 +40,7 @@ def make_client(endpoint_url: str | None, region: str, pool: int, max_attempts: 
         read_timeout=read_timeout, retries={"total_max_attempts": max_attempts, "mode": retry_mode},
         s3={"addressing_style": "path" if endpoint_url else "auto"},
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    return (session or boto3.session.Session()).client("s3", endpoint_url=endpoint_url, config=config)
 
 
 def _etag_matches(etag: str, body: bytes) -> bool:
