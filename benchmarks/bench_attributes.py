@@ -166,7 +166,8 @@ def backfill_check(days: int = 365) -> dict:
 
         LocalStorage.list_names = counted
         try:
-            with luigi_config({"warehouse": {"root": wh.layout.root}}), timer() as bulk:
+            overrides = {"warehouse": {"root": wh.layout.root}, "pipeline": {"start_date": layout.format_date(start)}}
+            with luigi_config(overrides), timer() as bulk:
                 complete = DailyAttributes.bulk_complete.__func__(DailyAttributes, dates)
         finally:
             LocalStorage.list_names = original

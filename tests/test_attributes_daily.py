@@ -91,8 +91,13 @@ def test_bulk_complete_uses_one_listing(three_weeks, monkeypatch):
     monkeypatch.setattr(LocalStorage, "list_names", lambda self, url: calls.append(url) or original(self, url))
     monkeypatch.setattr(LocalStorage, "exists", lambda self, url: calls.append(url) or False)
     dates = [SIM_START + dt.timedelta(days=d) for d in range(-100, 265)]
-    complete = DailyAttributes.bulk_complete.__func__(DailyAttributes, dates)
-    assert set(complete) == expected and len(calls) == 1
+    floor = min(wh.complete_dates(layout.ANALYSIS_FULL) + wh.complete_dates(layout.ANALYSIS_INCREMENTAL))
+    calls.clear()
+    complete = DailyAttributes.bulk_complete.__func__(DailyAttributes, iter(dates))  # RangeDaily passes a map
+    # before the start date, and before the oldest analysis set retention kept, there is nothing to build
+    assert set(complete) == expected | {d for d in dates if d < floor}
+    assert floor > SIM_START  # retention ran in the simulation
+    assert len(calls) == 3, calls  # attributes, analysis-full, analysis-incremental: one listing each
     assert luigi.task.Task.bulk_complete is not DailyAttributes.bulk_complete
 
 
