@@ -20,12 +20,14 @@ import orjson
 from pipeline.errors import InvalidDocumentError
 from pipeline.formats import raw_schema
 from pipeline.formats.packed import F4, F8, pack, unpack
+from pipeline.formats.urls import strip_credentials
 
 INTERVAL_KEYS = ("start", "duration", "confidence")
 SEGMENT_SCALARS = ("start", "duration", "confidence", "loudness_start", "loudness_max_time", "loudness_max")
 SEGMENT_KEYS = frozenset(SEGMENT_SCALARS + ("loudness_end", "pitches", "timbre"))
 SERIES = ("bars", "beats", "tatums")
 KNOWN_TOP = frozenset(("meta", "track", "sections", "segments") + SERIES)
+REDACTED_KEY = "redacted.credentials"  # extra key: {where: [credential parameters removed]}, not part of the source
 _LOUDNESS_END = methodcaller("get", "loudness_end", math.nan)  # absent -> NaN, at C speed
 
 
@@ -236,8 +238,26 @@ def to_record(doc: dict, *, track_id: str, source_key: str, source_updated_at: i
             extra[f"absent.{key}"] = "true"
     if wrapper is not None:
         extra["wrapper"] = orjson.dumps(wrapper).decode()
+    _strip_credentials(record, extra)
     record["extra"] = extra
     return record
+
+
+def _strip_credentials(record: dict, extra: dict[str, str]) -> None:
+    """Remove credential query parameters from every stored URL; ``extra[REDACTED_KEY]`` says what and where."""
+    redacted: dict[str, list[str]] = {}
+    for section in ("meta", "track"):
+        for key, value in record[section].items():
+            if isinstance(value, str):
+                record[section][key], removed = strip_credentials(value)
+                if removed:
+                    redacted[f"{section}.{key}"] = removed
+    for key, text in extra.items():
+        extra[key], removed = strip_credentials(text)
+        if removed:
+            redacted[key] = removed
+    if redacted:
+        extra[REDACTED_KEY] = orjson.dumps(redacted).decode()
 
 
 def _rows(series: dict, names=INTERVAL_KEYS, dtypes=(F8, F8, F4)) -> list[dict]:
@@ -267,7 +287,7 @@ def to_document(record: dict) -> dict:
     doc["segments"] = segments
     for key, text in extra.items():
         value = orjson.loads(text)
-        if key.startswith("absent.") or key == "wrapper":
+        if key.startswith("absent.") or key in ("wrapper", REDACTED_KEY):
             continue
         if "[]." in key:
             series, field = key.split("[].", 1)
