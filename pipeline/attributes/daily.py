@@ -131,7 +131,7 @@ def write_bucket(wh: Warehouse, date: dt.date, bucket: int, joined: Iterable[tup
                 out.write(prior.record, prior.row)
                 stats.observe(prior.track_id, prior.row)
         files = out.close()
-    info = BucketManifest.of_files(bucket, files, record_index=wh.layout.record_index_name(bucket),
+    info = BucketManifest.of_files(bucket, files, record_index=wh.layout.record_index_name(bucket) if files else None,
                                    algorithm_version=ALGORITHM_VERSION, inputs=inputs, **stats.manifest_fields())
     wh.commit_bucket(layout.ATTRIBUTES, date, info)
     return info
