@@ -16,7 +16,7 @@ import pytest
 from pipeline import layout
 from pipeline.bucketing import bucket_of
 from pipeline.demo.seed import write_metadata_dump
-from pipeline.formats.analysis import to_document
+from pipeline.formats.analysis import extra_map, to_document
 from pipeline.source.document import decode_body, unwrap
 from pipeline.storage import local_path
 from pipeline.warehouse import Warehouse
@@ -163,12 +163,12 @@ def test_no_stored_record_holds_a_credential_bearing_url(ingested):
                 stored += 1
     assert stored >= len(expected)
     records = {r["track_id"]: r for b in range(BUCKETS) for r in wh.read_bucket(layout.ANALYSIS_FULL, DATE, b)}
-    sigv4 = records[_track_id(500)]["extra"]
+    sigv4 = extra_map(records[_track_id(500)])
     assert orjson.loads(sigv4["redacted.credentials"]) == {
         "wrapper": ["X-Amz-Credential", "X-Amz-Security-Token", "X-Amz-Signature"]}
     url = orjson.loads(sigv4["wrapper"])["response"]["track"]["audio_summary"]["analysis_url"]
     assert url == ("https://echonest-analysis.s3.amazonaws.com/TR/AB/full.json?X-Amz-Algorithm=AWS4-HMAC-SHA256"
                    "&X-Amz-Date=20261126T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host")
-    legacy = [r["extra"] for r in records.values() if "AWSAccessKeyId" in r["extra"].get("redacted.credentials", "")]
+    legacy = [e for e in map(extra_map, records.values()) if "AWSAccessKeyId" in e.get("redacted.credentials", "")]
     assert legacy, "the real EN track profile (plamere-ensync) carries an AWSAccessKeyId URL"
     assert "full.json?Expires=" in legacy[0]["wrapper"]

@@ -205,9 +205,16 @@ def section_rows(sections) -> list[dict]:
 
 
 def upgrade(record: dict) -> dict:
-    """A record of any analysis format as a record of the current one (format 1 kept sections as records)."""
+    """A record of any analysis format as a record of the current one.
+
+    Format 1 kept sections as records; format 2 kept ``extra`` as a map (format 3: a list of
+    key/value records, so polars and other arrow-based readers open the files).
+    """
     if isinstance(record["sections"], list):
         record = {**record, "sections": _sections(section_rows(record["sections"]), {})}
+    if isinstance(record.get("extra"), dict):
+        extra = record["extra"]
+        record = {**record, "extra": [{"key": key, "value": extra[key]} for key in sorted(extra)]}
     return record
 
 
@@ -239,8 +246,14 @@ def to_record(doc: dict, *, track_id: str, source_key: str, source_updated_at: i
     if wrapper is not None:
         extra["wrapper"] = orjson.dumps(wrapper).decode()
     _strip_credentials(record, extra)
-    record["extra"] = extra
+    record["extra"] = [{"key": key, "value": extra[key]} for key in sorted(extra)]
     return record
+
+
+def extra_map(record: dict) -> dict[str, str]:
+    """The record's ``extra`` as path -> JSON text, for any analysis format (format ≤ 2 stored a map)."""
+    extra = record.get("extra") or {}
+    return dict(extra) if isinstance(extra, dict) else {e["key"]: e["value"] for e in extra}
 
 
 def _strip_credentials(record: dict, extra: dict[str, str]) -> None:
@@ -267,7 +280,7 @@ def _rows(series: dict, names=INTERVAL_KEYS, dtypes=(F8, F8, F4)) -> list[dict]:
 
 def to_document(record: dict) -> dict:
     """Rebuild the unwrapped analysis document of a record (values to float32 precision)."""
-    extra = record.get("extra") or {}
+    extra = extra_map(record)
     doc: dict = {}
     for key in ("meta", "track"):
         if extra.get(f"absent.{key}") != "true":
