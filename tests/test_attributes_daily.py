@@ -155,7 +155,7 @@ def test_a_day_of_attributes_format_1_is_upgraded_by_the_next_day_to_the_same_by
         with open(index, "wb") as f:
             fastavro.writer(f, schema("record_index"), entries)
     kept = upgraded = 0
-    for bucket in range(manifest["buckets"]):
+    for bucket in range(manifest.buckets):
         current = list(_previous(wh, date, bucket))
         legacy = list(_previous(old, date, bucket))
         assert [e.track_id for e in legacy] == [e.track_id for e in current]
@@ -164,4 +164,4 @@ def test_a_day_of_attributes_format_1_is_upgraded_by_the_next_day_to_the_same_by
             assert _bytes(then.record) == now.raw and then.row == now.row
             upgraded += 1
         kept += len(current)
-    assert upgraded == kept == manifest["records"] > 0
+    assert upgraded == kept == manifest.records > 0

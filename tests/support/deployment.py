@@ -26,7 +26,7 @@ import fastavro
 
 from pipeline.demo.s3server import fake_credentials_env, s3_client, stop_daemon
 from pipeline.ops import scheduler
-from pipeline.ops.processes import free_port
+from pipeline.processes import free_port
 from tests.docs_commands import ROOT, Command, of_kind
 
 DATE = "2026-11-26"  # the demo's last day, and the documents' example date
