@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import luigi
 
 from pipeline import config, layout
-from pipeline.attributes.snapshot import build_snapshot, continues_chain
+from pipeline.attributes.snapshot import build_snapshot, chain_floor, continues_chain
 from pipeline.warehouse import Warehouse
 from tasks import settings
 from tasks.base import success_target, warehouse
 from tasks.ingest import CatalogSnapshot
 from tasks.snapshots import AnalysisSet
+
+log = logging.getLogger("luigi-interface")
 
 
 class DailyAttributes(luigi.Task):
@@ -45,6 +48,20 @@ class DailyAttributes(luigi.Task):
 
     @classmethod
     def bulk_complete(cls, parameter_tuples):
-        """The complete dates among many, from one listing of the attributes folder (for RangeDaily)."""
-        complete = set(Warehouse.from_config().complete_dates(layout.ATTRIBUTES))
-        return [d for d in parameter_tuples if d in complete]
+        """The dates among many that a backfill must not schedule, from one listing per dataset (for RangeDaily).
+
+        Complete dates, and two kinds of date with nothing to build from the warehouse: days before
+        the pipeline's start date, and days older than the oldest analysis set retention kept
+        (rebuilding those means re-ingesting the source for that day: ``DailyAttributes --date D``
+        does it on purpose). So the cron sweep ``--days-back 14`` never re-ingests a retired day.
+        """
+        dates = list(parameter_tuples)  # RangeDaily passes a one-shot map
+        wh = Warehouse.from_config()
+        complete, start = set(wh.complete_dates(layout.ATTRIBUTES)), settings.start_date(wh)
+        floor = chain_floor(wh, start)
+        retired = sorted(d for d in dates if start <= d < floor and d not in complete)
+        if retired:
+            log.warning("attributes of %s are missing but their analysis sets were retired (oldest kept: %s): "
+                        "not rebuilt by a range; run DailyAttributes --date D for each to re-ingest them",
+                        ", ".join(map(layout.format_date, retired)), layout.format_date(floor))
+        return [d for d in dates if d in complete or d < floor]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 
 import luigi
 
@@ -149,7 +150,11 @@ class ApplyRetention(luigi.Task):
         wh = warehouse()
         dry_run = self.dry_run or config.retention().dry_run
         result = apply_retention(wh, config.retention().keep_full, dry_run=dry_run)
-        self.set_status_message(f"{'would free' if dry_run else 'freed'} {result['bytes_freed'] / 1e6:.1f} MB in "
-                                f"{len(result['deleted'])} date folders")
+        message = (f"{'would free' if dry_run else 'freed'} {result['bytes_freed'] / 1e6:.1f} MB in "
+                   f"{len(result['deleted'])} date folders")
+        self.set_status_message(message)
+        # on the console too (Luigi shows its own logger at INFO): --dry-run is how an operator sees the list
+        logging.getLogger("luigi-interface").info("retention as of %s: %s: %s", self.date, message,
+                                                  ", ".join(result["deleted"]) or "nothing")
         if not dry_run:
             wh.write_json(wh.layout.retention_log_url(self.date), result)

@@ -76,3 +76,11 @@ def three_weeks(tmp_path_factory, s3_endpoint):
     from tests.simulation import run_three_weeks
 
     yield from run_three_weeks(tmp_path_factory.mktemp("weeks"), s3_endpoint)
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory):
+    """``make demo`` in a deployment folder with the documented S3 server (tests/support/deployment.py)."""
+    from tests.support.deployment import deployment_in
+
+    yield from deployment_in(tmp_path_factory)

@@ -17,6 +17,7 @@ from pipeline.attributes.maths import (
     PROFILES,
     compute,
     key_correlations,
+    null_reasons,
     weighted_quantile,
 )
 from pipeline.demo.synthetic import kk_profile, synth_analysis
@@ -58,8 +59,8 @@ def assert_valid(record: dict) -> None:
         values = value if isinstance(value, list) else [value]
         assert all(not isinstance(v, float) or math.isfinite(v) for v in values), f"{name} = {value!r}"
         if value is None and name != "source_updated_at":  # provenance, not an attribute
-            assert record["null_reasons"].get(name), f"{name} is null without a reason"
-    for name in record["null_reasons"]:
+            assert null_reasons(record).get(name), f"{name} is null without a reason"
+    for name in null_reasons(record):
         assert record[name] is None, f"{name} has a reason but a value {record[name]!r}"
     for name in ("timbre_mean", "timbre_std", "chroma_profile"):
         assert record[name] is None or len(record[name]) == 12
@@ -188,7 +189,7 @@ def test_summary_fields_are_carried_and_record_is_complete():
     for name, value in SUMMARY.items():
         assert rec[name] == value
     assert rec["track_id"] == TID and rec["algorithm_version"] == ALGORITHM_VERSION
-    assert rec["null_reasons"] == {}
+    assert null_reasons(rec) == {}
     assert list(rec) == [f["name"] for f in schema("attributes")["fields"]]
     assert_valid(rec)
 
@@ -196,7 +197,7 @@ def test_summary_fields_are_carried_and_record_is_complete():
 def test_undetected_key_and_absent_summary_are_null_with_reasons():
     rec = compute(make(summary={**SUMMARY, "key": -1, "mode": -1, "loudness": None}))
     assert rec["key"] is None and rec["mode"] is None and rec["loudness"] is None
-    assert "-1" in rec["null_reasons"]["key"] and "absent" in rec["null_reasons"]["loudness"]
+    assert "-1" in null_reasons(rec)["key"] and "absent" in null_reasons(rec)["loudness"]
     assert_valid(rec)
     assert_valid(compute(make(summary={})))
 
@@ -217,7 +218,7 @@ def test_too_few_beats(beats, null):
 def test_zero_segments():
     rec = compute(make(durations=()))
     for name in COMPUTED[2:-1]:
-        assert rec[name] is None and rec["null_reasons"][name] == "no segments"
+        assert rec[name] is None and null_reasons(rec)[name] == "no segments"
     assert rec["segment_rate"] == 0.0 and rec["beat_tempo"] == pytest.approx(120.0)
     assert_valid(rec)
     bare = compute(make(durations=(), beats=(), summary={}))
@@ -229,26 +230,26 @@ def test_one_segment_has_no_spread():
     rec = compute(make(durations=(2.0,)))
     assert rec["loudness_mean"] == pytest.approx(-10.0) and rec["estimated_key"] == 2
     assert rec["loudness_range"] is None and rec["timbre_std"] is None
-    assert "fewer than 2 segments" in rec["null_reasons"]["loudness_range"]
+    assert "fewer than 2 segments" in null_reasons(rec)["loudness_range"]
     assert_valid(rec)
 
 
 def test_zero_durations():
     rec = compute(make(durations=(0.0, 0.0, 0.0)))
     for name in ("estimated_key", "chroma_profile", "loudness_mean", "timbre_mean"):
-        assert rec[name] is None and "zero duration" in rec["null_reasons"][name]
+        assert rec[name] is None and "zero duration" in null_reasons(rec)[name]
     assert_valid(rec)
 
 
 def test_silence_and_flat_chroma():
     silent = compute(make(pitches=np.zeros((2, 12))))
     assert silent["chroma_profile"] is None and silent["estimated_key"] is None
-    assert "silence" in silent["null_reasons"]["estimated_key"]
+    assert "silence" in null_reasons(silent)["estimated_key"]
     assert silent["loudness_mean"] is not None
     assert_valid(silent)
     flat = compute(make(pitches=np.ones((2, 12))))
     assert flat["chroma_profile"] == [1.0] * 12 and flat["estimated_key"] is None
-    assert "flat" in flat["null_reasons"]["estimated_key"]
+    assert "flat" in null_reasons(flat)["estimated_key"]
     assert_valid(flat)
 
 
@@ -275,7 +276,7 @@ def test_synthetic_tempo_and_key_are_recovered():
         rec = compute(analysis_arrays(doc))
         tempo_ok += abs(rec["beat_tempo"] - tempo) / tempo <= 0.01
         key_ok += (rec["estimated_key"], rec["estimated_mode"]) == (key, mode)
-        assert rec["null_reasons"] == {}
+        assert null_reasons(rec) == {}
     assert tempo_ok == n
     assert key_ok / n >= 0.95, key_ok
 

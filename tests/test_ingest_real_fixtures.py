@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from pathlib import Path
 
 import avro.datafile
 import avro.io
+import fastavro
 import orjson
 import pytest
 
 from pipeline import layout
 from pipeline.bucketing import bucket_of
 from pipeline.demo.seed import write_metadata_dump
-from pipeline.formats.analysis import to_document
+from pipeline.formats.analysis import extra_map, to_document
 from pipeline.source.document import decode_body, unwrap
 from pipeline.storage import local_path
 from pipeline.warehouse import Warehouse
@@ -42,6 +44,16 @@ EXPECTED_REASON = {"not-json": "not valid JSON", "truncated": "not valid JSON", 
                    "empty": "empty document", "too-big": "over the"}
 
 
+PRESIGNED = ("https://echonest-analysis.s3.amazonaws.com/TR/AB/full.json?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+             "&X-Amz-Credential=ASIAEXAMPLEKEY%2F20261126%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261126T000000Z"
+             "&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FQoGZXIvYXdzEXAMPLETOKEN"
+             "&X-Amz-Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+# parameter assignments and the values themselves (the key id and signature of the real EN profile, ours)
+CREDENTIAL_MATERIAL = ("AWSAccessKeyId=", "AKIAJRDFEY23UEVW42BQ", "obmpmwXmzIb04MR3AXOBY8", "Signature=",
+                       "X-Amz-Credential=", "ASIAEXAMPLEKEY", "X-Amz-Security-Token=", "EXAMPLETOKEN",
+                       "0123456789abcdef0123")
+
+
 def _track_id(n: int) -> str:
     return f"{n:04d}".rjust(22, "A")
 
@@ -62,6 +74,13 @@ def ingested(tmp_path_factory):
         (src / f"{kind}.json").write_bytes(body)
         rows.append({"track_id": track_id, "analysis_key": f"{kind}.json", "analysis_updated_at": None, **NAMES})
         malformed_ids[track_id] = kind
+    # a track profile whose audio_summary carries a newer-style pre-signed URL (SigV4, session token)
+    track_id, analysis = _track_id(500), unwrap(decode_body(real_analysis_files()[0].read_bytes()))[0]
+    profile = {"response": {"status": {"code": 0}, "track": {"id": track_id, "analysis": analysis, "audio_summary": {
+        "tempo": 120.0, "analysis_url": PRESIGNED}}}}
+    (src / f"{track_id}.json").write_bytes(orjson.dumps(profile))
+    rows.append({"track_id": track_id, "analysis_key": None, "analysis_updated_at": 1_700_000_500, **NAMES})
+    expected[track_id] = analysis
     # one track the source does not have, one whose key tries to escape the source folder
     rows.append({"track_id": _track_id(999), "analysis_key": None, "analysis_updated_at": None, **NAMES})
     rows.append({"track_id": _track_id(998), "analysis_key": "../../etc/passwd", "analysis_updated_at": None, **NAMES})
@@ -127,3 +146,29 @@ def test_staging_is_gone_and_dates_are_listed_complete(ingested):
     assert wh.complete_dates(layout.LEDGER) == [DATE]
     staging = wh.layout.date_url(layout.ANALYSIS_FULL, DATE, staging=True)
     assert not wh.storage.exists(staging)
+
+
+def test_no_stored_record_holds_a_credential_bearing_url(ingested):
+    """Pre-signed URLs in track profiles (old AWSAccessKeyId/Signature and SigV4 with a session token) are
+    stored without their credential parameters, in every record of every file the ingest wrote."""
+    wh, expected, _ = ingested
+    files = sorted(Path(local_path(wh.layout.root)).rglob("*.avro"))
+    assert files
+    stored = 0
+    for path in files:
+        with open(path, "rb") as f:
+            for record in fastavro.reader(f):
+                text = orjson.dumps(record, default=repr).decode()
+                assert not [m for m in CREDENTIAL_MATERIAL if m.lower() in text.lower()], (path, text[:300])
+                stored += 1
+    assert stored >= len(expected)
+    records = {r["track_id"]: r for b in range(BUCKETS) for r in wh.read_bucket(layout.ANALYSIS_FULL, DATE, b)}
+    sigv4 = extra_map(records[_track_id(500)])
+    assert orjson.loads(sigv4["redacted.credentials"]) == {
+        "wrapper": ["X-Amz-Credential", "X-Amz-Security-Token", "X-Amz-Signature"]}
+    url = orjson.loads(sigv4["wrapper"])["response"]["track"]["audio_summary"]["analysis_url"]
+    assert url == ("https://echonest-analysis.s3.amazonaws.com/TR/AB/full.json?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                   "&X-Amz-Date=20261126T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host")
+    legacy = [e for e in map(extra_map, records.values()) if "AWSAccessKeyId" in e.get("redacted.credentials", "")]
+    assert legacy, "the real EN track profile (plamere-ensync) carries an AWSAccessKeyId URL"
+    assert "full.json?Expires=" in legacy[0]["wrapper"]

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from pipeline import layout
-from pipeline.attributes.maths import ALGORITHM_VERSION, compute
+from pipeline.attributes.maths import ALGORITHM_VERSION, compute, upgrade
 from pipeline.attributes.summary import VALUE_FIELDS, BucketStats, row_of
 from pipeline.formats import ATTRIBUTES, fingerprint
 from pipeline.formats.arrays import arrays
@@ -73,7 +73,7 @@ def _decoded(wh: Warehouse, url: str) -> Iterator[Entry]:
     current = fingerprint(ATTRIBUTES)
     for record, raw, fp in read_raw(wh.storage, url):
         yield Entry(record["track_id"], record["source_updated_at"], raw if fp == current else None, row_of(record),
-                    record)
+                    record if fp == current else upgrade(record))  # an older format is re-encoded once
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def write_bucket(wh: Warehouse, date: dt.date, bucket: int, joined: Iterable[tup
                 out.write(prior.record, prior.row)
                 stats.observe(prior.track_id, prior.row)
         files = out.close()
-    info = BucketManifest.of_files(bucket, files, record_index=wh.layout.record_index_name(bucket),
+    info = BucketManifest.of_files(bucket, files, record_index=wh.layout.record_index_name(bucket) if files else None,
                                    algorithm_version=ALGORITHM_VERSION, inputs=inputs, **stats.manifest_fields())
     wh.commit_bucket(layout.ATTRIBUTES, date, info)
     return info

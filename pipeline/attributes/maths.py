@@ -285,14 +285,32 @@ def compute(a: AnalysisArrays, *, profile: str = DEFAULT_PROFILE) -> dict:
     -------
     dict
         ``track_id``, the analyzer summary fields, the computed fields, ``null_reasons``
-        (field -> why it is None) and ``algorithm_version``. No value is NaN or infinite.
+        (``[{field, reason}]``, one per None field) and ``algorithm_version``. No value is NaN or infinite.
     """
     reasons: dict[str, str] = {}
     with np.errstate(all="ignore"):  # only non-finite inputs can trip these; ``sanitise`` reports them
         record = _fields(a, profile, reasons)
     sanitise(record, reasons)
-    record["null_reasons"] = dict(sorted(reasons.items()))
+    record["null_reasons"] = [{"field": field, "reason": why} for field, why in sorted(reasons.items())]
     record["algorithm_version"] = ALGORITHM_VERSION
+    return record
+
+
+def null_reasons(record: dict) -> dict[str, str]:
+    """Field -> why it is null, from a record of any attributes format (format 1 stored a map)."""
+    reasons = record["null_reasons"]
+    return dict(reasons) if isinstance(reasons, dict) else {r["field"]: r["reason"] for r in reasons}
+
+
+def upgrade(record: dict) -> dict:
+    """A record of any attributes format as one of the current format (2: ``null_reasons`` as records).
+
+    Format 1 wrote ``null_reasons`` as an Avro map, which polars (and arrow-based readers) cannot
+    read. Yesterday's records of format 1 are decoded, upgraded here and re-encoded, once.
+    """
+    if isinstance(record["null_reasons"], dict):
+        reasons = sorted(record["null_reasons"].items())
+        record = {**record, "null_reasons": [{"field": field, "reason": why} for field, why in reasons]}
     return record
 
 

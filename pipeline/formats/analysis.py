@@ -20,12 +20,14 @@ import orjson
 from pipeline.errors import InvalidDocumentError
 from pipeline.formats import raw_schema
 from pipeline.formats.packed import F4, F8, pack, unpack
+from pipeline.formats.urls import strip_credentials
 
 INTERVAL_KEYS = ("start", "duration", "confidence")
 SEGMENT_SCALARS = ("start", "duration", "confidence", "loudness_start", "loudness_max_time", "loudness_max")
 SEGMENT_KEYS = frozenset(SEGMENT_SCALARS + ("loudness_end", "pitches", "timbre"))
 SERIES = ("bars", "beats", "tatums")
 KNOWN_TOP = frozenset(("meta", "track", "sections", "segments") + SERIES)
+REDACTED_KEY = "redacted.credentials"  # extra key: {where: [credential parameters removed]}, not part of the source
 _LOUDNESS_END = methodcaller("get", "loudness_end", math.nan)  # absent -> NaN, at C speed
 
 
@@ -232,9 +234,16 @@ def section_rows(sections) -> list[dict]:
 
 
 def upgrade(record: dict) -> dict:
-    """A record of any analysis format as a record of the current one (format 1 kept sections as records)."""
+    """A record of any analysis format as a record of the current one.
+
+    Format 1 kept sections as records; format 2 kept ``extra`` as a map (format 3: a list of
+    key/value records, so polars and other arrow-based readers open the files).
+    """
     if isinstance(record["sections"], list):
         record = {**record, "sections": _sections(section_rows(record["sections"]), {})}
+    if isinstance(record.get("extra"), dict):
+        extra = record["extra"]
+        record = {**record, "extra": [{"key": key, "value": extra[key]} for key in sorted(extra)]}
     return record
 
 
@@ -265,8 +274,32 @@ def to_record(doc: dict, *, track_id: str, source_key: str, source_updated_at: i
             extra[f"absent.{key}"] = "true"
     if wrapper is not None:
         extra["wrapper"] = orjson.dumps(wrapper).decode()
-    record["extra"] = extra
+    _strip_credentials(record, extra)
+    record["extra"] = [{"key": key, "value": extra[key]} for key in sorted(extra)]
     return record
+
+
+def extra_map(record: dict) -> dict[str, str]:
+    """The record's ``extra`` as path -> JSON text, for any analysis format (format ≤ 2 stored a map)."""
+    extra = record.get("extra") or {}
+    return dict(extra) if isinstance(extra, dict) else {e["key"]: e["value"] for e in extra}
+
+
+def _strip_credentials(record: dict, extra: dict[str, str]) -> None:
+    """Remove credential query parameters from every stored URL; ``extra[REDACTED_KEY]`` says what and where."""
+    redacted: dict[str, list[str]] = {}
+    for section in ("meta", "track"):
+        for key, value in record[section].items():
+            if isinstance(value, str):
+                record[section][key], removed = strip_credentials(value)
+                if removed:
+                    redacted[f"{section}.{key}"] = removed
+    for key, text in extra.items():
+        extra[key], removed = strip_credentials(text)
+        if removed:
+            redacted[key] = removed
+    if redacted:
+        extra[REDACTED_KEY] = orjson.dumps(redacted).decode()
 
 
 def _rows(series: dict, names=INTERVAL_KEYS, dtypes=(F8, F8, F4)) -> list[dict]:
@@ -276,7 +309,7 @@ def _rows(series: dict, names=INTERVAL_KEYS, dtypes=(F8, F8, F4)) -> list[dict]:
 
 def to_document(record: dict) -> dict:
     """Rebuild the unwrapped analysis document of a record (values to float32 precision)."""
-    extra = record.get("extra") or {}
+    extra = extra_map(record)
     doc: dict = {}
     for key in ("meta", "track"):
         if extra.get(f"absent.{key}") != "true":
@@ -296,7 +329,7 @@ def to_document(record: dict) -> dict:
     doc["segments"] = segments
     for key, text in extra.items():
         value = orjson.loads(text)
-        if key.startswith("absent.") or key == "wrapper":
+        if key.startswith("absent.") or key in ("wrapper", REDACTED_KEY):
             continue
         if "[]." in key:
             series, field = key.split("[].", 1)

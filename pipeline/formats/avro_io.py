@@ -86,6 +86,54 @@ def write_file(storage: Storage, url: str, schema_name: str, records: Iterable[d
     return write.info  # type: ignore[attr-defined]
 
 
+class LazyWriter:
+    """One Avro file that is only created by its first record: an empty bucket leaves no file.
+
+    A zero-record Avro file is valid, but some readers other teams use cannot open one (polars
+    panics on it), so manifests list no file, and no index, for an empty bucket instead.
+    ``close`` returns the file's ``FileInfo``, or None when nothing was written.
+    """
+
+    def __init__(self, storage: Storage, url: str, schema_name: str, codec: str = "snappy",
+                 identity: str | None = None):
+        self._args = (storage, url, schema_name, codec, identity)
+        self._stack: contextlib.ExitStack | None = None
+        self._write: Callable[[dict], None] | None = None
+
+    def __call__(self, record: dict) -> None:
+        if self._write is None:
+            self._stack = contextlib.ExitStack()
+            self._write = self._stack.enter_context(open_writer(*self._args))
+        self._write(record)
+
+    def close(self) -> FileInfo | None:
+        if self._stack is None:
+            return None
+        self._stack.close()
+        self._stack = None
+        return self._write.info  # type: ignore[union-attr]
+
+    def abort(self) -> None:
+        """Drop the file being written (its temporary file never becomes visible)."""
+        if self._stack is not None:
+            with contextlib.suppress(Exception):
+                self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            self._stack = None
+
+
+def write_nonempty(storage: Storage, url: str, schema_name: str, records: Iterable[dict], codec: str = "snappy",
+                   identity: str | None = None) -> FileInfo | None:
+    """``write_file``, except that no records means no file (None)."""
+    writer = LazyWriter(storage, url, schema_name, codec, identity)
+    try:
+        for record in records:
+            writer(record)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
 def read_records(storage: Storage, url: str) -> Iterator[dict]:
     """Stream the records of one Avro file; a decoding failure names the file."""
     try:

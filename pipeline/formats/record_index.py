@@ -15,7 +15,6 @@ files. Same input records give the same index, so reruns stay byte-identical.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
@@ -23,7 +22,7 @@ import fastavro
 
 from pipeline.errors import CorruptFileError, PipelineError
 from pipeline.formats import RECORD_INDEX, fingerprint
-from pipeline.formats.avro_io import AbortOnError, FileInfo, discard, open_writer, read_records
+from pipeline.formats.avro_io import AbortOnError, FileInfo, LazyWriter, read_records
 from pipeline.formats.avro_raw import RawRollingWriter
 from pipeline.formats.packed import F8, pack, unpack
 from pipeline.storage import Storage
@@ -47,16 +46,14 @@ class IndexedPartsWriter(AbortOnError):
     """A ``RawRollingWriter`` that also writes the bucket's record index, one entry per part file.
 
     Every record comes with its index ``row``: floats in ``value_fields`` order, NaN for null.
-    The index file appears (atomically) only on ``close``, after the last part.
+    The index file appears (atomically) only on ``close``, after the last part; an empty bucket has none.
     """
 
     def __init__(self, storage: Storage, part_url: Callable[[int], str], index_url: str, schema_name: str,
                  codec: str, records_per_part: int, identity: str, value_fields: Sequence[str]):
         self.fields = list(value_fields)
         self._fingerprint = fingerprint(schema_name)
-        self._stack = contextlib.ExitStack()
-        self._index = self._stack.enter_context(
-            open_writer(storage, index_url, RECORD_INDEX, codec, f"{identity}/{index_url.rsplit('/', 1)[-1]}"))
+        self._index = LazyWriter(storage, index_url, RECORD_INDEX, codec, f"{identity}/{index_url.rsplit('/', 1)[-1]}")
         self.parts = RawRollingWriter(storage, part_url, schema_name, codec, records_per_part, identity,
                                       on_part=self._index_part)
         self._reset()
@@ -94,13 +91,14 @@ class IndexedPartsWriter(AbortOnError):
         self._reset()
 
     def close(self) -> list[FileInfo]:
+        """Publish the last part, then the index (neither exists for an empty bucket)."""
         files = self.parts.close()
-        self._stack.close()
+        self._index.close()
         return files
 
     def abort(self) -> None:
         self.parts.abort()
-        discard(self._stack)
+        self._index.abort()
 
 
 def read_index(storage: Storage, index_url: str) -> Iterator[dict]:

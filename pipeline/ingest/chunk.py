@@ -8,7 +8,6 @@ commits last. When failures exceed the configured ratio it commits nothing.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import heapq
 import logging
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pipeline import layout
 from pipeline.errors import TooManyFailuresError
 from pipeline.formats import ANALYSIS, IDS, LEDGER, fingerprint
-from pipeline.formats.avro_io import AbortOnError, RollingWriter, discard, open_writer, write_file
+from pipeline.formats.avro_io import AbortOnError, LazyWriter, RollingWriter, write_nonempty
 from pipeline.ingest import engine
 from pipeline.ingest.engine import INGESTED, Counts, Result, WorkItem
 from pipeline.manifest import BucketManifest, Manifest
@@ -86,12 +85,11 @@ class BucketWriter(AbortOnError):
         self.quality, self.z_threshold = QualityStats(ANALYSIS_RANGES), settings.quality.z_threshold
         identity = f"{dataset}/{layout.format_date(date)}"
         wh.clear_bucket(dataset, date, bucket)
-        self._stack = contextlib.ExitStack()
         self.parts = RollingWriter(wh.storage, lambda p: wh.layout.part_url(dataset, date, bucket, p), ANALYSIS,
                                    settings.codec, settings.records_per_part, identity)
         index_url = wh.layout.index_url(dataset, date, bucket)
-        self._index = self._stack.enter_context(open_writer(wh.storage, index_url, IDS, settings.codec,
-                                                            f"{identity}/{wh.layout.index_name(bucket)}"))
+        self._index = LazyWriter(wh.storage, index_url, IDS, settings.codec,
+                                 f"{identity}/{wh.layout.index_name(bucket)}")  # no records, no index file
 
     def write(self, record: dict) -> None:
         self.parts.write(record)
@@ -100,13 +98,12 @@ class BucketWriter(AbortOnError):
 
     def close(self) -> BucketManifest:
         files = self.parts.close()
-        self._stack.close()
-        return BucketManifest.of_files(self.bucket, files, index=self.wh.layout.index_name(self.bucket),
-                                       quality=self.quality.report(self.z_threshold))
+        index = self.wh.layout.index_name(self.bucket) if self._index.close() else None
+        return BucketManifest.of_files(self.bucket, files, index=index, quality=self.quality.report(self.z_threshold))
 
     def abort(self) -> None:
         self.parts.abort()
-        discard(self._stack)
+        self._index.abort()
 
 
 def fetch(source: Source, items: Iterable[WorkItem], settings: ChunkSettings, date: dt.date, where: str,
@@ -158,9 +155,9 @@ def write_ledger_bucket(wh: Warehouse, date: dt.date, bucket: int, entries: Iter
     """Write and commit one ledger bucket (entries sorted by track id); returns its record count."""
     url = wh.layout.part_url(layout.LEDGER, date, bucket, 0)
     name = url.rsplit("/", 1)[-1]
-    info = write_file(wh.storage, url, LEDGER, entries, codec, identity=f"{layout.LEDGER}/{date}/{name}")
-    wh.commit_bucket(layout.LEDGER, date, BucketManifest.of_files(bucket, [info]))
-    return info.records
+    info = write_nonempty(wh.storage, url, LEDGER, entries, codec, identity=f"{layout.LEDGER}/{date}/{name}")
+    wh.commit_bucket(layout.LEDGER, date, BucketManifest.of_files(bucket, [info] if info else []))  # empty: no file
+    return info.records if info else 0
 
 
 def publish_analysis(wh: Warehouse, dataset: str, date: dt.date, buckets: int,

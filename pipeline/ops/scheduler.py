@@ -287,10 +287,21 @@ def running_scheduler(port: int | None = None, state_dir: str | os.PathLike = DE
         stop(state_dir)
 
 
+def configured_port() -> int:
+    """``[core] scheduler_port`` of the Luigi configuration (luigi.cfg + LUIGI_CONFIG_PATH), else 8082.
+
+    Workers find the scheduler through that key, so ``make scheduler`` starts it where they look.
+    """
+    import luigi.configuration
+
+    return luigi.configuration.get_config().getint("core", "scheduler_port", DEFAULT_PORT)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.ops.scheduler", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["start", "stop", "status"])
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="API and dashboard port (default 8082)")
+    parser.add_argument("--port", type=int, default=configured_port(),
+                        help="API and dashboard port (default: luigi.cfg [core] scheduler_port, the one workers use)")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="pid, endpoint, state, history and logs")
     parser.add_argument("--address", default=LOOPBACK, help="listening address (default 127.0.0.1)")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --address")

@@ -28,6 +28,8 @@ def _python_type(avro_type: Any) -> Any:
             return list[_python_type(avro_type["items"])]
         if avro_type["type"] == "map":
             return dict[str, _python_type(avro_type["values"])]
+        if avro_type["type"] == "record":  # e.g. attributes format 2's null_reasons entries {field, reason}
+            return dict[str, Any]
     return _PRIMITIVES[avro_type]
 
 

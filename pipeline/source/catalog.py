@@ -22,7 +22,7 @@ from pipeline import layout
 from pipeline.bucketing import bucket_of, is_track_id
 from pipeline.errors import CatalogError
 from pipeline.formats import CATALOG as CATALOG_SCHEMA
-from pipeline.formats.avro_io import read_records, write_file
+from pipeline.formats.avro_io import read_records, write_nonempty
 from pipeline.manifest import BucketManifest, Manifest
 from pipeline.storage import join
 from pipeline.warehouse import Warehouse
@@ -125,9 +125,9 @@ def build_catalog(wh: Warehouse, date: dt.date, buckets: int) -> Manifest:
         for bucket in range(buckets):
             rows = _sorted_unique(os.path.join(spill_dir, f"{bucket:05d}.jsonl"), rejected)
             url = wh.layout.part_url(layout.CATALOG, date, bucket, 0)
-            info = write_file(wh.storage, url, CATALOG_SCHEMA, (r._asdict() for r in rows), codec="deflate",
-                              identity=f"{layout.CATALOG}/{layout.format_date(date)}/{url.rsplit('/', 1)[-1]}")
-            wh.commit_bucket(layout.CATALOG, date, BucketManifest.of_files(bucket, [info]))
+            info = write_nonempty(wh.storage, url, CATALOG_SCHEMA, (r._asdict() for r in rows), codec="deflate",
+                                  identity=f"{layout.CATALOG}/{layout.format_date(date)}/{url.rsplit('/', 1)[-1]}")
+            wh.commit_bucket(layout.CATALOG, date, BucketManifest.of_files(bucket, [info] if info else []))
     if any(rejected.counts.values()):
         log.warning("metadata dump %s: rejected %s, e.g. %s", date, rejected.counts, rejected.examples[:5])
     return wh.publish(layout.CATALOG, date, CATALOG_SCHEMA, buckets,
