@@ -48,12 +48,17 @@ COMMANDS = {
     "lookup api": r"\.venv/bin/python -m pipeline\.serving\.api .*",
     "redis": r"\.venv/bin/python -m pipeline\.serving\.redis_server .*",
     "curl": r"curl .*",
+    "hive": r"python -m pipeline\.ops\.hive .*",
+    "luigi publish on a cluster": r"luigi --module tasks PublishAttributes .*",
 }
 # Developer commands, not operator ones: this suite *is* `make test`, and the others run test files.
 NOT_RUN_HERE = {
     "make test": "the suite itself (CI's .ci/run); running it from inside would recurse",
     "make test-slow": "the slow-marked tests of this same suite",
     "pytest": "a test module of this same suite, printing its numbers",
+    # docs/cluster.md: tests/test_cluster.py runs each of its lines as written, on its one Spark session
+    "hive": "run as written by tests/test_cluster.py (Spark SQL over the generated DDL)",
+    "luigi publish on a cluster": "run as written by tests/test_cluster.py (the day sequence on S3 with Spark)",
 }
 
 
