@@ -16,34 +16,21 @@ shared mount, ``s3://`` or ``hdfs://``): see docs/cluster.md.
 
 from __future__ import annotations
 
-from mrjob.job import MRJob
-from mrjob.protocol import JSONProtocol, JSONValueProtocol
 from mrjob.step import MRStep
 
+from pipeline.mapjob import WarehouseMapJob
 
-class MRDailyAttributes(MRJob):
-    INPUT_PROTOCOL = JSONValueProtocol
-    OUTPUT_PROTOCOL = JSONProtocol
 
-    def configure_args(self):
-        super().configure_args()
-        self.add_passthru_arg("--s3-endpoint-url", default=None,
-                              help="endpoint of an s3:// warehouse (never credentials: those come from the AWS chain)")
-
+class MRDailyAttributes(WarehouseMapJob):
     def steps(self):
         return [MRStep(mapper=self.build_bucket)]
 
     def build_bucket(self, _, fields: dict):
         """Build one bucket from its task's fields; yields (bucket, its manifest)."""
         from pipeline.attributes.daily import BucketTask, build_bucket
-        from pipeline.layout import Layout
-        from pipeline.storage import storage_for
-        from pipeline.warehouse import Warehouse
 
         task = BucketTask(**fields)
-        wh = Warehouse(Layout(task.root, task.project, task.metadata_project),
-                       storage_for(task.root, self.options.s3_endpoint_url))
-        info = build_bucket(wh, task)
+        info = build_bucket(self.warehouse_for(task), task)
         self.increment_counter("attributes", "computed", info.counts["computed"])
         self.increment_counter("attributes", "kept", info.counts["kept"])
         yield task.bucket, {"records": info.records, "bytes": info.bytes, "counts": info.counts}

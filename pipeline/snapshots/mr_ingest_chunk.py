@@ -9,33 +9,21 @@ the driver (``pipeline.snapshots.chunk_job``), only when every slice has committ
 
 from __future__ import annotations
 
-from mrjob.job import MRJob
-from mrjob.protocol import JSONProtocol, JSONValueProtocol
 from mrjob.step import MRStep
 
+from pipeline.mapjob import WarehouseMapJob
 
-class MRIngestChunk(MRJob):
-    INPUT_PROTOCOL = JSONValueProtocol
-    OUTPUT_PROTOCOL = JSONProtocol
 
-    def configure_args(self):
-        super().configure_args()
-        self.add_passthru_arg("--s3-endpoint-url", default=None,
-                              help="endpoint of an s3:// warehouse (never credentials: those come from the AWS chain)")
-
+class MRIngestChunk(WarehouseMapJob):
     def steps(self):
         return [MRStep(mapper=self.ingest_slice)]
 
     def ingest_slice(self, _, fields: dict):
         """Fetch and write one slice; yields (slice, its manifest)."""
         from pipeline.ingest.slices import SliceTask, ingest_slice
-        from pipeline.layout import Layout
-        from pipeline.storage import storage_for
-        from pipeline.warehouse import Warehouse
 
         task = SliceTask(**fields)
-        wh = Warehouse(Layout(task.root, task.project, task.metadata_project),
-                       storage_for(task.root, self.options.s3_endpoint_url))
+        wh = self.warehouse_for(task)
         if task.kind == "incremental":  # the slice of today's delta: new, re-analysed and due-for-retry tracks
             from pipeline.snapshots.incremental import delta_slice
 
