@@ -112,8 +112,10 @@ def subprocess_env(cfg: Path) -> dict:
     return env
 
 
-def run_and_kill(cmd: list[str], env: dict, when, timeout: float = 120.0) -> bool:
+def run_and_kill(cmd: list[str], env: dict, when, timeout: float = 120.0, poll: float = 0.01) -> bool:
     """Start ``cmd`` in its own process group and SIGKILL the group once ``when()`` holds.
+
+    ``poll = 0`` checks without pausing, for kill points that last well under a millisecond.
 
     Returns True if it was killed (False if it finished first, which makes the test meaningless).
     """
@@ -132,7 +134,7 @@ def run_and_kill(cmd: list[str], env: dict, when, timeout: float = 120.0) -> boo
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
                 return True
-            time.sleep(0.01)
+            time.sleep(poll)
         raise AssertionError(f"{cmd[3]} neither finished nor reached the kill point in {timeout}s")
     finally:
         if proc.poll() is None:

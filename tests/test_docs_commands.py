@@ -222,10 +222,13 @@ def test_ledger_cli(deployment):
 
 
 def test_publish_rollback_and_the_lookup_api(deployment):
-    publish, activate = of_kind("publish")
-    assert "--date" in publish.text and "--activate 2026-11-25" in activate.text
-    assert "2026-11-25" in ok(deployment.run(publish, dates={DATE: "2026-11-25"}))
-    assert DATE in ok(deployment.run(publish))
+    publish, full, activate = of_kind("publish")
+    assert "--date" in publish.text and "--full" in full.text and "--activate 2026-11-25" in activate.text
+    # the store starts empty: the on-demand full load of the day before, then the day's changes on top of it
+    loaded = ok(deployment.run(full, dates={DATE: "2026-11-25"}))
+    assert "version='2026-11-25'" in loaded and "mode='full'" in loaded and "noop=False" in loaded
+    daily = ok(deployment.run(publish))
+    assert f"version='{DATE}'" in daily and "mode='daily'" in daily and "parent='2026-11-25'" in daily
 
     (redis,) = of_kind("redis")
     server = deployment.popen(redis, keep_optional=True)

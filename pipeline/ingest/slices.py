@@ -26,7 +26,7 @@ import numpy as np
 from pipeline import layout
 from pipeline.errors import IncompleteDatasetError
 from pipeline.formats import ANALYSIS, IDS, LEDGER
-from pipeline.formats.avro_io import RollingWriter, open_writer, read_records, write_file
+from pipeline.formats.avro_io import LazyWriter, RollingWriter, open_writer, read_records, write_file
 from pipeline.ingest.chunk import ChunkSettings, check_failures, fetch, write_ledger_bucket
 from pipeline.ingest.engine import Counts, WorkItem
 from pipeline.ingest.work import full_items
@@ -207,8 +207,15 @@ def commit_slices(wh: Warehouse, dataset: str, date: dt.date, bucket: int, slice
         for s in range(slices):
             yield from read_records(wh.storage, wh.layout.slice_url(dataset, date, bucket, s, name))
 
-    index = write_file(wh.storage, wh.layout.index_url(dataset, date, bucket), IDS, slice_records("ids.avro"),
-                       settings.codec, identity=f"{dataset}/{layout.format_date(date)}/{wh.layout.index_name(bucket)}")
+    index_writer = LazyWriter(wh.storage, wh.layout.index_url(dataset, date, bucket), IDS, settings.codec,
+                              identity=f"{dataset}/{layout.format_date(date)}/{wh.layout.index_name(bucket)}")
+    try:  # like the in-process chunk: an empty bucket has no id index file
+        for record in slice_records("ids.avro"):
+            index_writer(record)
+    except BaseException:
+        index_writer.abort()
+        raise
+    index = index_writer.close()
     ledger_records = write_ledger_bucket(wh, date, bucket, slice_records("ledger.avro"), settings.codec)
     quality = QualityStats(ANALYSIS_RANGES, checked=sum(i["quality"]["checked"] for i in done),
                            examples=[e for i in done for e in i["quality"]["examples"]][:10])
@@ -227,11 +234,13 @@ def commit_slices(wh: Warehouse, dataset: str, date: dt.date, bucket: int, slice
         for key, value in info.get("delta", {}).items():
             delta[key] = delta.get(key, 0) + value
     manifest = BucketManifest.of_files(
-        bucket, files, index=wh.layout.index_name(bucket), quality=quality.report(settings.quality.z_threshold),
+        bucket, files, index=wh.layout.index_name(bucket) if index else None,
+        quality=quality.report(settings.quality.z_threshold),
         counts=counts.as_dict(), ledger_records=ledger_records, requests=requests, seconds=round(counts.seconds, 3),
         inputs=inputs or [], delta=delta or None, extra={"slices": slices})
-    if index.records != manifest.records:
-        raise IncompleteDatasetError(f"{where}: the id index has {index.records} of {manifest.records} ids")
+    if (index.records if index else 0) != manifest.records:
+        raise IncompleteDatasetError(f"{where}: the id index has {index.records if index else 0} of "
+                                     f"{manifest.records} ids")
     wh.commit_bucket(dataset, date, manifest)
     for s in range(slices):
         wh.storage.remove(wh.layout.slice_url(dataset, date, bucket, s))
