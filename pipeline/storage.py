@@ -115,6 +115,23 @@ class Storage:
             f.write(data)
 
 
+def _create_in(folder: str, path: str) -> BinaryIO:
+    """Create ``path`` for writing inside ``folder``, which concurrent writers share.
+
+    Each writer removes the shared ``_temporary`` folder once it is empty (``rmdir`` fails while
+    another writer's file is in it), so between creating the folder and creating the file it can
+    vanish: create both again until the file exists, which keeps the folder alive.
+    """
+    for _ in range(100):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            return open(path, "wb")
+        except (FileNotFoundError, FileExistsError):
+            continue  # another writer removed the empty folder between the two calls
+    os.makedirs(folder, exist_ok=True)
+    return open(path, "wb")
+
+
 class LocalStorage(Storage):
     atomic_rename = True
     consistent_listing = True
@@ -154,8 +171,7 @@ class LocalStorage(Storage):
         tmp_dir = os.path.join(parent, "_temporary")
         tmp = os.path.join(tmp_dir, f"{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
         try:
-            os.makedirs(tmp_dir, exist_ok=True)
-            with open(tmp, "wb") as f:
+            with _create_in(tmp_dir, tmp) as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())

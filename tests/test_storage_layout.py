@@ -186,3 +186,26 @@ def test_a_storage_without_rename_or_consistent_listing_cannot_publish(tmp_path)
     with pytest.raises(StorageError, match="neither rename a folder atomically nor list consistently"):
         wh.publish(layout.CATALOG, D, "catalog", buckets=1)
     assert not wh.is_complete(layout.CATALOG, D)
+
+
+def test_concurrent_atomic_writers_sharing_a_folder_never_lose_their_temporary_folder(tmp_path):
+    """Writers remove the shared ``_temporary`` folder once empty; another writer must still get its file."""
+    import threading
+
+    storage = LocalStorage()
+    errors: list[Exception] = []
+
+    def write(n: int) -> None:
+        for i in range(300):
+            try:
+                storage.write_bytes(f"file://{tmp_path}/f-{n}-{i}", b"x")
+            except Exception as exc:  # noqa: BLE001 - collected, asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(list(tmp_path.glob("f-*"))) == 8 * 300
