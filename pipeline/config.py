@@ -87,6 +87,19 @@ class ingest(luigi.Config):  # noqa: N801
     )
 
 
+class catalog(luigi.Config):  # noqa: N801
+    sort_memory_mb = luigi.FloatParameter(
+        default=256.0, significant=False,
+        description="Memory budget of the catalog build's sort, MB: rows beyond it are spilled as sorted runs on "
+                    "local disk (the temporary folder) and merged, so memory stays flat whatever the dump's size.",
+    )
+    max_open_runs = luigi.IntParameter(
+        default=64, significant=False,
+        description="Sorted runs merged at once; more runs take extra merge passes. Bounds the open files of the "
+                    "catalog build (about this many + 2) whatever the bucket count.",
+    )
+
+
 class costs(luigi.Config):  # noqa: N801
     get_per_1000 = luigi.FloatParameter(default=0.0004, description="USD per 1,000 GET requests.")
     list_per_1000 = luigi.FloatParameter(default=0.005, description="USD per 1,000 LIST requests.")

@@ -24,7 +24,8 @@ class CatalogSnapshot(luigi.Task):
         return success_target(layout.CATALOG, self.date)
 
     def run(self):
-        build_catalog(warehouse(), self.date, config.ingest().chunks)
+        cfg = config.catalog()
+        build_catalog(warehouse(), self.date, config.ingest().chunks, cfg.sort_memory_mb, cfg.max_open_runs)
 
 
 class IngestChunk(luigi.Task):
