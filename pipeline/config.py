@@ -85,6 +85,12 @@ class ingest(luigi.Config):  # noqa: N801
         default="snappy", choices=["null", "deflate", "snappy"], significant=False,
         description="Avro block codec of the data files (see docs/formats.md for the measurements behind it).",
     )
+    processes = luigi.IntParameter(
+        default=0, significant=False,
+        description="Processes that decode, validate and pack one chunk's documents (0: every core of the host; "
+                    "1: in the downloading threads). Does not change how many chunks hit the source at once "
+                    "([resources] s3_ingest) nor the output.",
+    )
 
 
 class catalog(luigi.Config):  # noqa: N801
@@ -147,7 +153,13 @@ class retry(luigi.Config):  # noqa: N801
 class attributes(luigi.Config):  # noqa: N801
     runner = luigi.ChoiceParameter(
         default="inline", choices=["inline", "local", "hadoop", "emr", "dataproc"], significant=False,
-        description="mrjob runner of the attributes job (see docs/attributes.md for what runs where).",
+        description="mrjob runner of the attributes job (see docs/attributes.md for what runs where). inline: "
+                    "on this host, in [attributes] processes.",
+    )
+    processes = luigi.IntParameter(
+        default=0, significant=False,
+        description="With the inline runner, processes building buckets at once (0: every core of the host; 1: "
+                    "mrjob's inline runner in the luigi worker). Same output either way.",
     )
     mrjob_conf = luigi.OptionalParameter(
         default=None, significant=False, description="Path of an mrjob.conf for non-local runners."

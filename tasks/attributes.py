@@ -8,6 +8,7 @@ import luigi
 
 from pipeline import config, layout
 from pipeline.attributes.snapshot import build_snapshot, continues_chain
+from pipeline.ingest.convert import default_processes
 from pipeline.ops.quality import QualitySettings
 from pipeline.snapshots import schedule
 from pipeline.warehouse import Warehouse
@@ -43,7 +44,8 @@ class DailyAttributes(luigi.Task):
         cfg = config.attributes()
         self.set_status_message(f"building attributes of {self.date} on the {cfg.runner} runner")
         manifest = build_snapshot(wh, self.date, config.ingest().chunks, schedule.start_date(wh), cfg.runner,
-                                  cfg.mrjob_conf, config.warehouse().s3_endpoint_url, QualitySettings.from_config())
+                                  cfg.mrjob_conf, config.warehouse().s3_endpoint_url, QualitySettings.from_config(),
+                                  default_processes(cfg.processes))
         self.set_status_message(f"{manifest['records']} tracks ({manifest['mode']}): {manifest['counts']}")
 
     @classmethod

@@ -20,6 +20,7 @@ from pipeline.errors import TooManyFailuresError
 from pipeline.formats import ANALYSIS, IDS, LEDGER, fingerprint
 from pipeline.formats.avro_io import RollingWriter, open_writer, write_file
 from pipeline.ingest import engine
+from pipeline.ingest.convert import default_processes
 from pipeline.ingest.engine import INGESTED, Counts, Result, WorkItem
 from pipeline.ops.quality import ANALYSIS_RANGES, QualitySettings, QualityStats, analysis_values, enforce
 from pipeline.source.base import Source
@@ -37,6 +38,7 @@ class ChunkSettings:
     records_per_part: int = 20000
     codec: str = "snappy"
     quality: QualitySettings = field(default_factory=QualitySettings)
+    processes: int = 1  # worker processes converting the documents (1: in the downloading threads)
 
     @classmethod
     def from_config(cls) -> ChunkSettings:
@@ -44,7 +46,7 @@ class ChunkSettings:
 
         src, ing = config.source(), config.ingest()
         return cls(src.concurrency, src.max_document_bytes, src.unreachable_after, ing.failure_ratio,
-                   ing.records_per_part, ing.codec, QualitySettings.from_config())
+                   ing.records_per_part, ing.codec, QualitySettings.from_config(), default_processes(ing.processes))
 
 
 def ledger_entry(result: Result, date: dt.date) -> dict:
@@ -115,7 +117,8 @@ def fetch(source: Source, items: Iterable[WorkItem], settings: ChunkSettings, da
             problems.append(ledger_entry(result, date))
 
     counts = engine.run(source, items, concurrency=settings.concurrency, max_bytes=settings.max_document_bytes,
-                        unreachable_after=settings.unreachable_after, on_result=on_result, progress=progress)
+                        unreachable_after=settings.unreachable_after, on_result=on_result, progress=progress,
+                        processes=settings.processes)
     check_failures(counts, settings.failure_ratio, where)
     return counts, problems
 

@@ -1,7 +1,8 @@
 """The ingest engine: fetch, validate and convert the documents of one bucket, in track id order.
 
 Downloads run concurrently in a bounded sliding window (``concurrency`` threads, at
-most ``2 × concurrency`` documents in memory) while results are consumed strictly in
+most ``2 × concurrency`` documents in memory), conversions in the same thread or, with
+``processes`` > 1, in worker processes (``convert.py``), while results are consumed strictly in
 submission order, so the output stays sorted by track id without buffering the
 bucket. Every track ends in exactly one outcome: ingested, missing, invalid or failed.
 """
@@ -14,11 +15,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from pipeline.errors import InvalidDocumentError, SourceUnavailableError
-from pipeline.formats.analysis import to_record
-from pipeline.source.base import FAILED, INVALID, MISSING, OK, Source
+from pipeline.errors import SourceUnavailableError
+from pipeline.ingest.convert import convert, convert_in_order
+from pipeline.source.base import FAILED, INVALID, MISSING, OK, Fetched, Source
 from pipeline.source.catalog import CatalogRow
-from pipeline.source.document import decode_body, unwrap
 
 INGESTED = "ingested"
 
@@ -65,40 +65,64 @@ class Counts:
 
 def process(source: Source, item: WorkItem, max_bytes: int) -> Result:
     """Fetch one document and turn it into a record, or say why not. Never raises for bad data."""
-    if item.key_error:
-        return Result(item, INVALID, reason=item.key_error, attempts=0)
-    fetched = source.fetch(item.key)
+    item, fetched = fetch_one(source, item)
+    if fetched is None or fetched.outcome != OK:
+        return finish(item, fetched, None)
+    return finish(item, fetched, convert(fetched.body, item.key, fetched.content_encoding, max_bytes,
+                                         item.row.track_id, item.row.analysis_updated_at))
+
+
+def fetch_one(source: Source, item: WorkItem) -> tuple[WorkItem, Fetched | None]:
+    """The download half of ``process`` (None when the item has no valid key)."""
+    return item, (None if item.key_error else source.fetch(item.key))
+
+
+def finish(item: WorkItem, fetched: Fetched | None, converted: tuple[bool, dict | str] | None) -> Result:
+    """The result of an item from its download and, when that succeeded, its conversion."""
+    if fetched is None:
+        return Result(item, INVALID, reason=item.key_error or "", attempts=0)
     if fetched.outcome in (MISSING, INVALID):
         return Result(item, fetched.outcome, reason=fetched.reason, attempts=fetched.attempts)
     if fetched.outcome != OK:
         return Result(item, FAILED, reason=fetched.reason, attempts=fetched.attempts,
                       connection_error=fetched.connection_error)
-    try:
-        doc = decode_body(fetched.body, key=item.key, content_encoding=fetched.content_encoding,
-                          max_bytes=max_bytes)
-        analysis, wrapper = unwrap(doc)
-        record = to_record(analysis, track_id=item.row.track_id, source_key=item.key,
-                           source_updated_at=item.row.analysis_updated_at, wrapper=wrapper)
-    except InvalidDocumentError as exc:
-        return Result(item, INVALID, reason=str(exc), attempts=fetched.attempts)
-    return Result(item, INGESTED, record=record, attempts=fetched.attempts)
+    ok, value = converted
+    if not ok:
+        return Result(item, INVALID, reason=value, attempts=fetched.attempts)
+    return Result(item, INGESTED, record=value, attempts=fetched.attempts)
 
 
-def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, max_bytes: int
-                   ) -> Iterator[Result]:
-    """Results in the order of ``items``, with at most ``2 × concurrency`` in flight."""
+def _in_order(pool: ThreadPoolExecutor, fn, items: Iterable, concurrency: int) -> Iterator:
+    """``fn(item)`` for every item, in order, with at most ``2 × concurrency`` in flight."""
     window: collections.deque[Future] = collections.deque()
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
-        try:
-            for item in items:
-                window.append(pool.submit(process, source, item, max_bytes))
-                if len(window) >= 2 * concurrency:
-                    yield window.popleft().result()
-            while window:
+    try:
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= 2 * concurrency:
                 yield window.popleft().result()
-        finally:
-            for future in window:
-                future.cancel()
+        while window:
+            yield window.popleft().result()
+    finally:
+        for future in window:
+            future.cancel()
+
+
+def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, max_bytes: int,
+                   processes: int = 1) -> Iterator[Result]:
+    """Results in the order of ``items``, with at most ``2 × concurrency`` downloads in flight.
+
+    With ``processes`` > 1 the downloads stay in threads here and the conversions run in that
+    many worker processes (``convert_in_order``), still in order.
+    """
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
+        if processes <= 1:
+            yield from _in_order(pool, lambda item: process(source, item, max_bytes), items, concurrency)
+            return
+        fetched = _in_order(pool, lambda item: fetch_one(source, item), items, concurrency)
+        jobs = (((item, f), (f.body, item.key, f.content_encoding, item.row.track_id, item.row.analysis_updated_at)
+                 if f is not None and f.outcome == OK else None) for item, f in fetched)
+        for (item, f), converted in convert_in_order(jobs, processes, max_bytes):
+            yield finish(item, f, converted)
 
 
 class Reachability:
@@ -120,12 +144,12 @@ class Reachability:
 
 def run(source: Source, items: Iterable[WorkItem], *, concurrency: int, max_bytes: int, unreachable_after: int,
         on_result: Callable[[Result], None], progress: Callable[[Counts], None] | None = None,
-        progress_every: float = 1.0) -> Counts:
+        progress_every: float = 1.0, processes: int = 1) -> Counts:
     """Process every item, hand each result to ``on_result`` in order, and count outcomes."""
     counts = Counts()
     reach = Reachability(source, unreachable_after)
     start = last = time.monotonic()
-    for result in fetch_in_order(source, items, concurrency, max_bytes):
+    for result in fetch_in_order(source, items, concurrency, max_bytes, processes):
         reach.observe(result)
         setattr(counts, result.outcome, getattr(counts, result.outcome) + 1)
         if result.item.previous is not None:
