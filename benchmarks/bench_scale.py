@@ -110,13 +110,15 @@ def run_step(task: str, date: str) -> None:
     from pipeline import layout
     from pipeline.storage import LocalStorage
 
-    reads = {"payload": 0, "index": 0, "own_output": 0}
+    reads = {"payload": 0, "index": 0, "manifests": 0, "own_output": 0}
     orig = LocalStorage.open_read
 
     def open_read(storage, url):
-        """Counts the sizes of analysis files opened: earlier sets' payloads and indexes, and this day's own."""
+        """Counts the sizes of analysis files opened: earlier sets' payload parts, id indexes and manifests,
+        and this day's own files (the quality gate reads their headers)."""
         if f"/{layout.ANALYSIS_FULL}/" in url or f"/{layout.ANALYSIS_INCREMENTAL}/" in url:
-            kind = "own_output" if date in url else "index" if "/_index/" in url else "payload"
+            kind = ("own_output" if date in url else "index" if "/_index/" in url
+                    else "payload" if "/part-" in url else "manifests")
             reads[kind] += os.path.getsize(url[len("file://"):])
         return orig(storage, url)
 
