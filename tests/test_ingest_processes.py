@@ -43,3 +43,28 @@ def test_one_and_two_processes_write_identical_buckets(tmp_path):
     assert all(one[name] == two[name] for name in one), [n for n in one if one[n] != two[n]]
     outcomes = {r["outcome"] for b in range(3) for r in wh.read_bucket(layout.LEDGER, DATE, b)}
     assert "invalid" in outcomes, "malformed documents must go through the worker processes too"
+
+
+def _convert_in_child(queue) -> None:
+    from pipeline.ingest.convert import convert_in_order
+
+    jobs = iter([("tag", (b"<html>not json", "x.json", None, "0" * 22, 1))])
+    queue.put([(tag, ok) for tag, (ok, _reason) in convert_in_order(jobs, 2, 1 << 20)])
+
+
+def test_a_child_forked_by_a_luigi_worker_converts_with_its_own_pool():
+    """luigi --workers 2 forks task processes; one must not reuse (and wait forever on) its parent's pool."""
+    import multiprocessing
+
+    from pipeline.ingest.convert import pool
+
+    pool(2).submit(int, "1").result(timeout=120)  # the parent's pool exists and works
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_convert_in_child, args=(queue,))
+    child.start()
+    child.join(180)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+    assert queue.get(timeout=10) == [("tag", False)]

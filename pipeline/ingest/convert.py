@@ -27,7 +27,7 @@ from pipeline.source.document import decode_body, unwrap
 
 BATCH = 32
 BATCH_BYTES = 8 * 1024 * 1024
-_pools: dict[int, ProcessPoolExecutor] = {}
+_pools: dict[tuple[int, int], ProcessPoolExecutor] = {}  # (pid, processes): a forked child never reuses its parent's
 
 
 def default_processes(configured: int) -> int:
@@ -52,16 +52,20 @@ def _convert_batch(jobs: list[tuple], max_bytes: int) -> list[tuple[bool, dict |
 
 
 def pool(processes: int) -> ProcessPoolExecutor:
-    if processes not in _pools:
+    """This process's pool. A child forked by luigi (``--workers`` > 1) inherits the parent's pools without their
+    management threads, where a submit would wait forever: pools are owned by the process that made them."""
+    key = (os.getpid(), processes)
+    if key not in _pools:
         ctx = multiprocessing.get_context("forkserver")
-        _pools[processes] = ProcessPoolExecutor(max_workers=processes, mp_context=ctx)
-    return _pools[processes]
+        _pools[key] = ProcessPoolExecutor(max_workers=processes, mp_context=ctx)
+    return _pools[key]
 
 
 @atexit.register
 def _shutdown() -> None:
-    for p in _pools.values():
-        p.shutdown(cancel_futures=True)
+    for (pid, _), p in _pools.items():
+        if pid == os.getpid():
+            p.shutdown(cancel_futures=True)
     _pools.clear()
 
 
