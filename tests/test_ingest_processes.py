@@ -45,19 +45,29 @@ def test_one_and_two_processes_write_identical_buckets(tmp_path):
     assert "invalid" in outcomes, "malformed documents must go through the worker processes too"
 
 
+queue_dir = None
+
+
 def _convert_in_child(queue) -> None:
-    from pipeline.ingest.convert import convert_in_order
+    from pipeline.ingest.convert import may_use_processes
+    from pipeline.ingest.engine import WorkItem, fetch_in_order
+    from pipeline.source.catalog import CatalogRow
+    from pipeline.source.local import LocalSource
 
-    jobs = iter([("tag", (b"<html>not json", "x.json", None, "0" * 22, 1))])
-    queue.put([(tag, ok) for tag, (ok, _reason) in convert_in_order(jobs, 2, 1 << 20)])
+    source = LocalSource(f"file://{queue_dir}")
+    items = [WorkItem(CatalogRow("0" * 22, None, 1), "bad.json")]
+    queue.put((may_use_processes(), [r.outcome for r in fetch_in_order(source, items, 2, 1 << 20, processes=2)]))
 
 
-def test_a_child_forked_by_a_luigi_worker_converts_with_its_own_pool():
-    """luigi --workers 2 forks task processes; one must not reuse (and wait forever on) its parent's pool."""
+def test_a_child_forked_by_a_luigi_worker_converts_without_its_parents_pool(tmp_path):
+    """luigi --workers 2 forks task processes; one must not wait forever on its parent's pool or forkserver."""
     import multiprocessing
 
     from pipeline.ingest.convert import pool
 
+    global queue_dir
+    queue_dir = tmp_path
+    (tmp_path / "bad.json").write_bytes(b"<html>not json")
     pool(2).submit(int, "1").result(timeout=120)  # the parent's pool exists and works
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
@@ -67,4 +77,4 @@ def test_a_child_forked_by_a_luigi_worker_converts_with_its_own_pool():
     if child.is_alive():
         child.kill()
     assert child.exitcode == 0
-    assert queue.get(timeout=10) == [("tag", False)]
+    assert queue.get(timeout=10) == (False, ["invalid"])

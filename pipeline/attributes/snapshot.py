@@ -24,6 +24,7 @@ from pipeline.attributes.daily import BucketTask, yesterday
 from pipeline.attributes.maths import ALGORITHM_VERSION
 from pipeline.attributes.summary import combine_summaries
 from pipeline.formats import ATTRIBUTES, fingerprint
+from pipeline.ingest.convert import mark_pool_used, may_use_processes
 from pipeline.ops.quality import QualitySettings, enforce
 from pipeline.snapshots.schedule import analysis_set, state_as_of
 from pipeline.warehouse import Warehouse
@@ -89,7 +90,8 @@ def run_job(tasks: list[BucketTask], runner: str, conf_path: str | None = None,
 
     if not tasks:
         return {}
-    if runner == "inline" and processes > 1 and len(tasks) > 1:
+    if runner == "inline" and processes > 1 and len(tasks) > 1 and may_use_processes():
+        mark_pool_used()
         ctx = multiprocessing.get_context("forkserver")  # the luigi worker has threads: never fork it
         with ProcessPoolExecutor(max_workers=min(processes, len(tasks)), mp_context=ctx) as pool:
             return dict(pool.map(_build_one, tasks, [s3_endpoint_url] * len(tasks)))

@@ -8,8 +8,10 @@ records come back in the order they went in, so the bucket stays sorted and the 
 unchanged. In flight at most ``2 × processes`` batches of ≤ ``BATCH`` documents or
 ``BATCH_BYTES`` bytes each, on top of the download window: memory stays bounded.
 
-The pool is created once per process (forkserver: the luigi worker has threads) and reused
-by every chunk that process runs.
+The pool is created once per process (forkserver: the luigi worker has threads) and reused by
+every chunk that process runs. A process forked from one that already ran a pool (luigi
+``--workers`` > 1 after in-process runs, as in the tests) can use neither that pool nor that
+forkserver: it converts in its downloading threads instead (same output).
 """
 
 from __future__ import annotations
@@ -51,12 +53,32 @@ def _convert_batch(jobs: list[tuple], max_bytes: int) -> list[tuple[bool, dict |
     return [convert(body, key, enc, max_bytes, track_id, updated) for body, key, enc, track_id, updated in jobs]
 
 
+_state = {"used_pool": False, "inherited": False}
+
+
+def _after_fork_in_child() -> None:
+    _state["inherited"] = _state["used_pool"]
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def may_use_processes() -> bool:
+    """False in a process forked from one that already ran a process pool (see the module docstring)."""
+    return not _state["inherited"]
+
+
+def mark_pool_used() -> None:
+    _state["used_pool"] = True
+
+
 def pool(processes: int) -> ProcessPoolExecutor:
     """This process's pool. A child forked by luigi (``--workers`` > 1) inherits the parent's pools without their
     management threads, where a submit would wait forever: pools are owned by the process that made them."""
     key = (os.getpid(), processes)
     if key not in _pools:
         ctx = multiprocessing.get_context("forkserver")
+        mark_pool_used()
         _pools[key] = ProcessPoolExecutor(max_workers=processes, mp_context=ctx)
     return _pools[key]
 

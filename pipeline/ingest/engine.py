@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pipeline.errors import SourceUnavailableError
-from pipeline.ingest.convert import convert, convert_in_order
+from pipeline.ingest.convert import convert, convert_in_order, may_use_processes
 from pipeline.source.base import FAILED, INVALID, MISSING, OK, Fetched, Source
 from pipeline.source.catalog import CatalogRow
 
@@ -115,7 +115,7 @@ def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, 
     many worker processes (``convert_in_order``), still in order.
     """
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
-        if processes <= 1:
+        if processes <= 1 or not may_use_processes():
             yield from _in_order(pool, lambda item: process(source, item, max_bytes), items, concurrency)
             return
         fetched = _in_order(pool, lambda item: fetch_one(source, item), items, concurrency)
