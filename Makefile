@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow lint bench scheduler scheduler-stop status serve clean
+.PHONY: demo test test-slow lint bench bench-scale scheduler scheduler-stop status serve clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check pipeline tasks tests benchmarks
 	$(BIN)/lint-imports --no-cache
 
-bench: $(STAMP)           ## every benchmark; numbers go to docs/performance.md by hand
-	for b in benchmarks/bench_*.py; do $(BIN)/python -m benchmarks.$$(basename $$b .py) || exit 1; done
+bench: $(STAMP)           ## every benchmark but bench-scale; numbers go to docs/performance.md by hand
+	for b in benchmarks/bench_*.py; do [ "$$b" = benchmarks/bench_scale.py ] && continue; \
+		$(BIN)/python -m benchmarks.$$(basename $$b .py) || exit 1; done
+
+bench-scale: $(STAMP)     ## the day sequence at 100k and 1M tracks (about 1-2 h on 2 cores; ~25 GB in $$TMPDIR)
+	$(BIN)/python -m benchmarks.bench_scale --sizes 100000 --name scale_100k
+	$(BIN)/python -m benchmarks.bench_scale --sizes 1000000 --no-compare --name scale_1m
+	$(BIN)/python -m benchmarks.bench_scale --merge scale_100k scale_1m --name scale
 
 serve: $(STAMP)           ## the lookup API on 127.0.0.1:8090 for the snapshot published by PublishAttributes
 	$(BIN)/python -m pipeline.serving.api --port 8090

@@ -135,6 +135,25 @@ class ingest(luigi.Config):  # noqa: N801
         default=None, significant=False,
         description="Path of an mrjob.conf for the ingest job (unset: the runner's defaults; see docs/cluster.md).",
     )
+    processes = luigi.IntParameter(
+        default=1, significant=False,
+        description="Processes that decode, validate and pack one chunk's documents (0: every core of the host; "
+                    "1, the default: in the downloading threads). Does not change how many chunks hit the source "
+                    "at once ([resources] s3_ingest) nor the output.",
+    )
+
+
+class catalog(luigi.Config):  # noqa: N801
+    sort_memory_mb = luigi.FloatParameter(
+        default=256.0, significant=False,
+        description="Memory budget of the catalog build's sort, MB: rows beyond it are spilled as sorted runs on "
+                    "local disk (the temporary folder) and merged, so memory stays flat whatever the dump's size.",
+    )
+    max_open_runs = luigi.IntParameter(
+        default=64, significant=False,
+        description="Sorted runs merged at once; more runs take extra merge passes. Bounds the open files of the "
+                    "catalog build (about this many + 2) whatever the bucket count.",
+    )
 
 
 class costs(luigi.Config):  # noqa: N801
@@ -185,7 +204,12 @@ class attributes(luigi.Config):  # noqa: N801
     runner = luigi.ChoiceParameter(
         default="inline", choices=["inline", "local", "spark", "hadoop", "emr", "dataproc"], significant=False,
         description="mrjob runner of the attributes job (see docs/cluster.md for what runs where; 'spark' without "
-        "an mrjob_conf is a local Spark bound to 127.0.0.1).",
+        "an mrjob_conf is a local Spark bound to 127.0.0.1). inline: on this host, in [attributes] processes.",
+    )
+    processes = luigi.IntParameter(
+        default=1, significant=False,
+        description="With the inline runner, processes building buckets at once (0: every core of the host; 1, the "
+                    "default: mrjob's inline runner in the luigi worker). Same output either way.",
     )
     mrjob_conf = luigi.OptionalParameter(
         default=None, significant=False,

@@ -25,7 +25,7 @@ class CatalogSnapshot(luigi.Task):
         return success_target(layout.CATALOG, self.date)
 
     def run(self):
-        build_catalog(warehouse(), self.date, config.warehouse().buckets)
+        build_catalog(warehouse(), self.date, config.warehouse().buckets, settings.catalog_sort())
 
 
 class IngestChunk(luigi.Task):

@@ -12,9 +12,11 @@ import datetime as dt
 from pipeline import config
 from pipeline.attributes.snapshot import JobSettings
 from pipeline.ingest.chunk import ChunkSettings
+from pipeline.ingest.convert import default_processes
 from pipeline.ops.quality import QualitySettings
 from pipeline.snapshots import schedule
 from pipeline.snapshots.retry import RetryPolicy
+from pipeline.source.catalog import SortSettings
 from pipeline.warehouse import Warehouse
 
 
@@ -26,7 +28,13 @@ def quality() -> QualitySettings:
 def chunk() -> ChunkSettings:
     src, ing = config.source(), config.ingest()
     return ChunkSettings(src.concurrency, src.max_document_bytes, src.unreachable_after, ing.failure_ratio,
-                         ing.records_per_part, ing.codec, quality(), invalid_ratio=ing.invalid_ratio)
+                         ing.records_per_part, ing.codec, quality(), invalid_ratio=ing.invalid_ratio,
+                         processes=default_processes(ing.processes))
+
+
+def catalog_sort() -> SortSettings:
+    c = config.catalog()
+    return SortSettings(c.sort_memory_mb, c.max_open_runs)
 
 
 def compaction() -> schedule.CompactionPolicy:
@@ -42,7 +50,7 @@ def retry() -> RetryPolicy:
 def attributes_job() -> JobSettings:
     att, ing = config.attributes(), config.ingest()
     return JobSettings(att.runner, att.mrjob_conf, config.warehouse().s3_endpoint_url, ing.codec,
-                       ing.records_per_part, quality())
+                       ing.records_per_part, quality(), default_processes(att.processes))
 
 
 def start_date(wh: Warehouse) -> dt.date:

@@ -165,3 +165,25 @@ def test_a_day_of_attributes_format_1_is_upgraded_by_the_next_day_to_the_same_by
             upgraded += 1
         kept += len(current)
     assert upgraded == kept == manifest.records > 0
+
+
+def test_manifest_counts_equal_the_reference_model(three_weeks):
+    """kept / computed / dropped / without_analysis of every day, from the reference model (takedowns included)."""
+    _, sim, _, history, _ = three_weeks
+    dropped_total = 0
+    for before, h in zip(history, history[1:], strict=False):
+        state = h["expected"].state  # track id -> source_updated_at of the newest analysis the model holds
+        catalog = [r["track_id"] for r in sim.day(h["day"]).rows]
+        prior = {t: r["source_updated_at"] for t, r in before["attributes"].items()}
+        want = {"kept": 0, "computed": 0, "without_analysis": 0,
+                "dropped": len(set(prior) - set(catalog))}
+        for track_id in catalog:
+            if track_id not in state:
+                want["without_analysis"] += 1
+            elif track_id in prior and prior[track_id] == state[track_id]:
+                want["kept"] += 1
+            else:
+                want["computed"] += 1
+        assert h["attributes_manifest"].counts == want, f"day {h['day']}"
+        dropped_total += want["dropped"]
+    assert dropped_total > 0, "the simulation should take tracks down"

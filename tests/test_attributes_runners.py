@@ -1,4 +1,4 @@
-"""The attributes job gives identical output on mrjob's inline and local (multi-process) runners."""
+"""The attributes job gives identical output on mrjob's inline and local runners and in a process pool."""
 
 from __future__ import annotations
 
@@ -33,12 +33,18 @@ def test_inline_and_local_runners_write_identical_snapshots(tmp_path):
         write_metadata_dump(wh.layout, wh.storage, DATE, sim.day(0).rows)
         assert run_luigi([AnalysisSet(date=DATE)])
     other = Warehouse(Layout(f"file://{tmp_path / 'local'}"), LocalStorage())
+    pooled = Warehouse(Layout(f"file://{tmp_path / 'pooled'}"), LocalStorage())
     shutil.copytree(tmp_path / "inline", tmp_path / "local")
+    shutil.copytree(tmp_path / "inline", tmp_path / "pooled")
     inline = build_snapshot(wh, DATE, 3, DATE, JobSettings(runner="inline"))
     local = build_snapshot(other, DATE, 3, DATE, JobSettings(runner="local"))
-    assert inline.records == local.records > 50
+    in_pool = build_snapshot(pooled, DATE, 3, DATE, JobSettings(runner="inline", processes=2))  # the default on 2 cores
+    assert inline.records == local.records == in_pool.records > 50
+    assert inline.counts == in_pool.counts
     for bucket in range(3):
-        ours, theirs = (w.bucket_files(layout.ATTRIBUTES, DATE, bucket) for w in (wh, other))
+        ours, theirs, pool_files = (w.bucket_files(layout.ATTRIBUTES, DATE, bucket) for w in (wh, other, pooled))
+        for a, c in zip(ours, pool_files, strict=True):  # same code in another process: the same bytes
+            assert open(a[len("file://"):], "rb").read() == open(c[len("file://"):], "rb").read()
         for a, b in zip(ours, theirs, strict=True):
             # same records and same schema; the header's JSON key order is fastavro's business (it
             # varies with the process's hash seed), so files are compared record by record

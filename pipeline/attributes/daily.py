@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from pipeline import layout
+from pipeline.attributes.changed import changed_analyses, previous_versions
 from pipeline.attributes.maths import ALGORITHM_VERSION, compute, upgrade
 from pipeline.attributes.summary import VALUE_FIELDS, BucketStats, row_of
 from pipeline.formats import ATTRIBUTES, fingerprint
@@ -43,6 +44,8 @@ def join_bucket(catalog_ids: Iterable[str], previous: Iterable[Entry], analyses:
             ana = next(ana_it, None)
         have = prev if prev is not None and prev.track_id == track_id else None
         new = ana if ana is not None and ana["track_id"] == track_id else None
+        if have is not None:  # consumed here: only records of tracks that left the catalog count as dropped
+            prev = next(prev_it, None)
         if new is not None and (have is None or have.source_updated_at != new["source_updated_at"]):
             stats.computed += 1
             yield None, compute(arrays(new))
@@ -99,7 +102,7 @@ def build_bucket(wh: Warehouse, task: BucketTask) -> BucketManifest:
     if done is not None:
         return done
     previous = _previous(wh, layout.parse_date(task.previous), bucket) if task.previous else ()
-    analyses = merge_newest([wh.read_bucket(ds, layout.parse_date(d), bucket) for ds, d in task.analysis_sets])
+    analyses = _analyses(wh, task)
     catalog_ids = (row.track_id for row in read_catalog_bucket(wh, date, bucket))
     stats = BucketStats(z_threshold=task.z_threshold)
     inputs = ([wh.layout.date_url(layout.ATTRIBUTES, layout.parse_date(task.previous))] if task.previous
@@ -135,6 +138,23 @@ def write_bucket(wh: Warehouse, date: dt.date, bucket: int, joined: Iterable[tup
                                    algorithm_version=ALGORITHM_VERSION, inputs=inputs, **stats.manifest_fields())
     wh.commit_bucket(layout.ATTRIBUTES, date, info)
     return info
+
+
+def _analyses(wh: Warehouse, task: BucketTask) -> Iterable[dict]:
+    """The analyses to join: on a day that continues the chain, only those changed since yesterday.
+
+    The day's one analysis set (an incremental, or on a compaction day the new full snapshot) is
+    filtered through its id index, so unchanged analyses are never decoded; a full day merges
+    every set of the state (newest wins).
+    """
+    if task.previous and len(task.analysis_sets) == 1:
+        versions = previous_versions(wh, layout.parse_date(task.previous), task.bucket)
+        dataset, date = task.analysis_sets[0]
+        changed = changed_analyses(wh, dataset, layout.parse_date(date), task.bucket, versions) \
+            if versions is not None else None
+        if changed is not None:
+            return changed
+    return merge_newest([wh.read_bucket(ds, layout.parse_date(d), task.bucket) for ds, d in task.analysis_sets])
 
 
 def yesterday(date: dt.date) -> dt.date:

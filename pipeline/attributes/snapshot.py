@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from pipeline import layout
@@ -20,6 +22,7 @@ from pipeline.attributes.daily import BucketTask, yesterday
 from pipeline.attributes.maths import ALGORITHM_VERSION
 from pipeline.attributes.summary import combine_summaries
 from pipeline.formats import ATTRIBUTES, fingerprint
+from pipeline.ingest.convert import mark_pool_used, may_use_processes
 from pipeline.jobs import run_map_only
 from pipeline.manifest import BucketManifest, Manifest
 from pipeline.ops.quality import QualitySettings, enforce
@@ -50,6 +53,7 @@ class JobSettings:
     codec: str = "snappy"  # [ingest] codec: every data file of the warehouse
     records_per_part: int = 20000  # [ingest] records_per_part
     quality: QualitySettings = field(default_factory=QualitySettings)
+    processes: int = 1  # [attributes] processes, resolved (0 → every core): inline runner's pool size
 
 
 def plan(wh: Warehouse, date: dt.date, buckets: int, start: dt.date,
@@ -76,11 +80,34 @@ def plan(wh: Warehouse, date: dt.date, buckets: int, start: dt.date,
     return mode, tasks
 
 
+def _build_one(task: BucketTask, s3_endpoint_url: str | None) -> tuple[int, dict]:
+    """One bucket in a worker process: what MRDailyAttributes' mapper does, without mrjob's per-task start-up."""
+    from pipeline.attributes.daily import build_bucket
+    from pipeline.layout import Layout
+    from pipeline.storage import storage_for
+
+    wh = Warehouse(Layout(task.root, task.project, task.metadata_project), storage_for(task.root, s3_endpoint_url))
+    info = build_bucket(wh, task)
+    return task.bucket, {"records": info.records, "bytes": info.bytes, "counts": info.counts}
+
+
 def run_job(tasks: list[BucketTask], runner: str, conf_path: str | None = None,
-            s3_endpoint_url: str | None = None) -> dict[int, dict]:
-    """Run MRDailyAttributes over the bucket tasks; returns each bucket's summary line."""
+            s3_endpoint_url: str | None = None, processes: int = 1) -> dict[int, dict]:
+    """Run MRDailyAttributes over the bucket tasks; returns each bucket's summary line.
+
+    On the inline runner with ``processes`` > 1 the buckets (independent by construction) are
+    built by a process pool instead — every core of the host, the same files: mrjob's local
+    runner would start a fresh interpreter per bucket (~1 s of imports each, 5-10× a daily bucket).
+    """
     from pipeline.attributes.mr_daily_attributes import MRDailyAttributes
 
+    if not tasks:
+        return {}
+    if runner == "inline" and processes > 1 and len(tasks) > 1 and may_use_processes():
+        mark_pool_used()
+        ctx = multiprocessing.get_context("forkserver")  # the luigi worker has threads: never fork it
+        with ProcessPoolExecutor(max_workers=min(processes, len(tasks)), mp_context=ctx) as pool:
+            return dict(pool.map(_build_one, tasks, [s3_endpoint_url] * len(tasks)))
     extra = ["--s3-endpoint-url", s3_endpoint_url] if s3_endpoint_url else []
     return dict(run_map_only(MRDailyAttributes, [dataclasses.asdict(t) for t in tasks], runner, conf_path, extra,
                              prefix="attributes-job-"))
@@ -97,7 +124,7 @@ def build_snapshot(wh: Warehouse, date: dt.date, buckets: int, start: dt.date,
     todo = [t for t in tasks if not wh.bucket_committed(layout.ATTRIBUTES, date, t.bucket)]
     log.info("attributes %s (%s): %d of %d buckets to build on the %s runner", date, mode, len(todo), len(tasks),
              runner)
-    run_job(todo, runner, settings.conf_path, settings.s3_endpoint_url)
+    run_job(todo, runner, settings.conf_path, settings.s3_endpoint_url, settings.processes)
     entries = wh.bucket_manifests(layout.ATTRIBUTES, date, buckets)
 
     def gate(staged: list[BucketManifest]) -> None:

@@ -20,7 +20,7 @@ from fastavro.write import Writer
 
 from pipeline.errors import CorruptFileError, PipelineError
 from pipeline.formats import header_schema, schema, schema_fingerprint
-from pipeline.formats.avro_io import SYNC_INTERVAL, CountingFile, FileInfo, RollingParts, sync_marker
+from pipeline.formats.avro_io import CountingFile, FileInfo, RollingParts, sync_interval, sync_marker
 from pipeline.storage import Storage
 
 
@@ -73,6 +73,7 @@ class RawFileWriter:
 
     def __init__(self, out, schema_name: str, codec: str, identity: str):
         self.out, self.codec, self.parsed = out, codec, schema(schema_name)
+        self.block_bytes = sync_interval(schema_name)
         self.sync = sync_marker(identity)
         Writer(out, header_schema(schema_name), codec=codec, sync_marker=self.sync)  # writes the header only
         self.block, self.count, self.info = io.BytesIO(), 0, FileInfo(identity.rsplit("/", 1)[-1])
@@ -82,7 +83,7 @@ class RawFileWriter:
         self.block.write(encoded)
         self.count += 1
         self.info.records += 1
-        if self.block.tell() >= SYNC_INTERVAL:
+        if self.block.tell() >= self.block_bytes:
             self.flush()
         return len(encoded)
 

@@ -39,6 +39,7 @@ class ChunkSettings:
     codec: str = "snappy"
     quality: QualitySettings = field(default_factory=QualitySettings)
     invalid_ratio: float = 0.5
+    processes: int = 1  # [ingest] processes, resolved (0 → every core): worker processes converting documents
 
 
 def ledger_entry(result: Result, date: dt.date) -> dict:
@@ -119,7 +120,8 @@ def fetch(source: Source, items: Iterable[WorkItem], settings: ChunkSettings, da
             problems.append(ledger_entry(result, date))
 
     counts = engine.run(source, items, concurrency=settings.concurrency, max_bytes=settings.max_document_bytes,
-                        unreachable_after=settings.unreachable_after, on_result=on_result, progress=progress)
+                        unreachable_after=settings.unreachable_after, on_result=on_result, progress=progress,
+                        processes=settings.processes)
     check_failures(counts, settings.failure_ratio, where, settings.invalid_ratio)
     return counts, problems
 

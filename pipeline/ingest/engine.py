@@ -1,7 +1,8 @@
 """The ingest engine: fetch, validate and convert the documents of one bucket, in track id order.
 
 Downloads run concurrently in a bounded sliding window (``concurrency`` threads, at
-most ``2 × concurrency`` documents in memory) while results are consumed strictly in
+most ``2 × concurrency`` documents in memory), conversions in the same thread or, with
+``processes`` > 1, in worker processes (``convert.py``), while results are consumed strictly in
 submission order, so the output stays sorted by track id without buffering the
 bucket. Every track ends in exactly one outcome: ingested, missing, invalid or failed.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import InvalidDocumentError, SourceUnavailableError
 from pipeline.formats.analysis import to_record
+from pipeline.ingest.convert import convert_in_order, may_use_processes
 from pipeline.ops.quality import analysis_values, range_problem
 from pipeline.source.base import FAILED, INVALID, MISSING, OK, Fetched, Source
 from pipeline.source.catalog import CatalogRow
@@ -80,6 +82,35 @@ def process(source: Source, item: WorkItem, max_bytes: int, budget: MemoryBudget
         fetched.reservation.release()
 
 
+def fetch_one(source: Source, item: WorkItem, budget: MemoryBudget) -> tuple[WorkItem, Fetched | None]:
+    """The download half of ``process`` for the process-pool path (None when the item has no valid key).
+
+    The body's reservation is given back at once: from here the body is bounded by the
+    conversion window (``convert_in_order``), and holding it could starve the downloads that
+    the window waits for.
+    """
+    if item.key_error:
+        return item, None
+    fetched = source.fetch(item.key, budget)
+    fetched.reservation.release()
+    return item, fetched
+
+
+def finish(item: WorkItem, fetched: Fetched | None, converted: tuple[bool, dict | str] | None) -> Result:
+    """The result of an item from its download and, when that succeeded, its conversion in a worker process."""
+    if fetched is None:
+        return Result(item, INVALID, reason=item.key_error or "", attempts=0)
+    if fetched.outcome in (MISSING, INVALID):
+        return Result(item, fetched.outcome, reason=fetched.reason, attempts=fetched.attempts)
+    if fetched.outcome != OK:
+        return Result(item, FAILED, reason=fetched.reason, attempts=fetched.attempts,
+                      connection_error=fetched.connection_error)
+    ok, value = converted
+    if not ok:
+        return Result(item, INVALID, reason=value, attempts=fetched.attempts)
+    return Result(item, INGESTED, record=value, attempts=fetched.attempts)
+
+
 def _convert(item: WorkItem, fetched: Fetched, max_bytes: int, budget: MemoryBudget | None) -> Result:
     if fetched.outcome in (MISSING, INVALID):
         return Result(item, fetched.outcome, reason=fetched.reason, attempts=fetched.attempts)
@@ -121,27 +152,41 @@ def _decode(item: WorkItem, fetched: Fetched, cap: int) -> Result:
     return Result(item, INGESTED, record=record, attempts=fetched.attempts)
 
 
-def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, max_bytes: int
-                   ) -> Iterator[Result]:
-    """Results in the order of ``items``, with at most ``2 × concurrency`` in flight.
+def _in_order(pool: ThreadPoolExecutor, fn, items: Iterable, concurrency: int) -> Iterator:
+    """``fn(item)`` for every item, in order, with at most ``2 × concurrency`` in flight."""
+    window: collections.deque[Future] = collections.deque()
+    try:
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= 2 * concurrency:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+    finally:
+        for future in window:
+            future.cancel()
+
+
+def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, max_bytes: int,
+                   processes: int = 1) -> Iterator[Result]:
+    """Results in the order of ``items``, with at most ``2 × concurrency`` downloads in flight.
 
     Documents being downloaded and decoded share one ``MemoryBudget`` of ``concurrency ×
     max_bytes`` (see pipeline/source/limits.py); finished results hold only compact records.
+    With ``processes`` > 1 the downloads stay in threads here and the conversions run in that
+    many worker processes (``convert_in_order``), still in order.
     """
     budget = MemoryBudget(concurrency, max_bytes)
     limit_malloc_arenas()  # before the threads exist: per-thread arenas would keep each thread's peak
-    window: collections.deque[Future] = collections.deque()
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
-        try:
-            for item in items:
-                window.append(pool.submit(process, source, item, max_bytes, budget))
-                if len(window) >= 2 * concurrency:
-                    yield window.popleft().result()
-            while window:
-                yield window.popleft().result()
-        finally:
-            for future in window:
-                future.cancel()
+        if processes <= 1 or not may_use_processes():
+            yield from _in_order(pool, lambda item: process(source, item, max_bytes, budget), items, concurrency)
+            return
+        fetched = _in_order(pool, lambda item: fetch_one(source, item, budget), items, concurrency)
+        jobs = (((item, f), (f.body, item.key, f.content_encoding, item.row.track_id, item.row.analysis_updated_at)
+                 if f is not None and f.outcome == OK else None) for item, f in fetched)
+        for (item, f), converted in convert_in_order(jobs, processes, max_bytes):
+            yield finish(item, f, converted)
 
 
 class Reachability:
@@ -163,12 +208,12 @@ class Reachability:
 
 def run(source: Source, items: Iterable[WorkItem], *, concurrency: int, max_bytes: int, unreachable_after: int,
         on_result: Callable[[Result], None], progress: Callable[[Counts], None] | None = None,
-        progress_every: float = 1.0) -> Counts:
+        progress_every: float = 1.0, processes: int = 1) -> Counts:
     """Process every item, hand each result to ``on_result`` in order, and count outcomes."""
     counts = Counts()
     reach = Reachability(source, unreachable_after)
     start = last = time.monotonic()
-    for result in fetch_in_order(source, items, concurrency, max_bytes):
+    for result in fetch_in_order(source, items, concurrency, max_bytes, processes):
         reach.observe(result)
         setattr(counts, result.outcome, getattr(counts, result.outcome) + 1)
         if result.item.previous is not None:

@@ -11,7 +11,7 @@ from pipeline.errors import PipelineError
 from pipeline.ingest.plan import Prices, as_json, format_plan, plan
 from pipeline.layout import parse_date
 from pipeline.source import source_from_config
-from pipeline.source.catalog import build_catalog
+from pipeline.source.catalog import SortSettings, build_catalog
 from pipeline.warehouse import Warehouse
 
 
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         # The bucketed catalog is cheap (local work on the dump); build it if it is not there yet,
         # exactly as the CatalogSnapshot task would (an ingest later finds it complete).
         if not wh.is_complete(layout.CATALOG, date):
-            build_catalog(wh, date, config.warehouse().buckets)
+            build_catalog(wh, date, config.warehouse().buckets,
+                          SortSettings(config.catalog().sort_memory_mb, config.catalog().max_open_runs))
         chunks = plan(wh, source_from_config(), date, config.warehouse().buckets,
                       config.source().key_template, _prices())
     except PipelineError as exc:

@@ -84,8 +84,9 @@ def slice_rows(wh: Warehouse, task: SliceTask) -> Iterator[CatalogRow]:
 
 
 def _settings(task: SliceTask) -> ChunkSettings:
-    # the chunk, not the slice, is held to [ingest] failure_ratio: a slice never fails on the ratio
-    return ChunkSettings(**{**task.settings, "failure_ratio": 1.0})
+    # the chunk, not the slice, is held to [ingest] failure_ratio: a slice never fails on the ratio; a slice is
+    # already the engine's unit of parallelism (one map task each), so it converts in its own threads
+    return ChunkSettings(**{**task.settings, "failure_ratio": 1.0, "processes": 1})
 
 
 def clear_slice(wh: Warehouse, task: SliceTask) -> None:

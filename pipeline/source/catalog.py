@@ -2,18 +2,22 @@
 
 The dump is an external dataset, in no particular order. Every later step works
 bucket by bucket on sorted ids, so the catalog of a date is first rewritten as a
-bucketed, sorted, de-duplicated copy (the ``catalog`` dataset). Memory stays at
-one bucket of ids: rows are spilled to one local file per bucket, then each
-bucket is sorted on its own.
+bucketed, sorted, de-duplicated copy (the ``catalog`` dataset): an external sort.
+Rows are buffered up to a memory budget, sorted by (bucket, track id, newest
+analysis) and spilled as runs; the runs are k-way merged in one stream ordered by
+bucket, so memory and open files stay bounded whatever the dump's size and the
+bucket count.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import orjson
@@ -29,6 +33,8 @@ from pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 MAX_EXAMPLES = 20
+# Bytes a buffered dump row takes in memory besides its strings (tuple, ints, list slot, sort key).
+ROW_BYTES = 300
 
 
 class CatalogRow(NamedTuple):
@@ -79,53 +85,127 @@ def dump_order(row: CatalogRow) -> tuple:
             row.analysis_key is not None, row.analysis_key or "")
 
 
-def _spill(rows, spill_dir: str, buckets: int, rejected: _Rejections) -> int:
-    files = [open(os.path.join(spill_dir, f"{b:05d}.jsonl"), "wb") for b in range(buckets)]  # noqa: SIM115
-    total = 0
-    try:
-        for row in rows:
-            track_id = row.get("track_id")
-            if not is_track_id(track_id):
-                rejected.add("malformed_id", track_id)
-                continue
-            key, updated = row.get("analysis_key"), row.get("analysis_updated_at")
-            _check_column("analysis_key", key, str)
-            _check_column("analysis_updated_at", updated, int)
-            files[bucket_of(track_id, buckets)].write(orjson.dumps([track_id, key, updated]) + b"\n")
-            total += 1
-    finally:
-        for f in files:
-            f.close()
-    return total
+def _run_order(item: tuple) -> tuple:
+    """Order of a spilled row ``(bucket, track_id, analysis_key, analysis_updated_at)``: bucket, then dump order."""
+    return (item[0], *dump_order(CatalogRow(item[1], item[2], item[3])))
 
 
-def _sorted_unique(path: str, rejected: _Rejections) -> list[CatalogRow]:
+def _write_run(items: list[tuple], spill_dir: str, number: int) -> str:
+    path = os.path.join(spill_dir, f"run-{number:05d}.jsonl")
+    items.sort(key=_run_order)
+    with open(path, "wb") as f:
+        f.writelines(orjson.dumps(item) + b"\n" for item in items)
+    return path
+
+
+def _read_run(path: str) -> Iterator[tuple]:
     with open(path, "rb") as f:
-        rows = sorted((CatalogRow(*orjson.loads(line)) for line in f),
-                      key=dump_order)
-    out: list[CatalogRow] = []
+        for line in f:
+            yield tuple(orjson.loads(line))
+
+
+def _spill(rows: Iterable[dict], spill_dir: str, buckets: int, rejected: _Rejections, budget: int
+           ) -> tuple[int, list[str]]:
+    """Validate and bucket the dump's rows into sorted runs of at most ``budget`` bytes each (one file open)."""
+    runs: list[str] = []
+    items: list[tuple] = []
+    used = total = 0
     for row in rows:
-        if out and out[-1].track_id == row.track_id:
+        track_id = row.get("track_id")
+        if not is_track_id(track_id):
+            rejected.add("malformed_id", track_id)
+            continue
+        key, updated = row.get("analysis_key"), row.get("analysis_updated_at")
+        _check_column("analysis_key", key, str)
+        _check_column("analysis_updated_at", updated, int)
+        items.append((bucket_of(track_id, buckets), track_id, key, updated))
+        used += ROW_BYTES + len(track_id) + len(key or "")
+        total += 1
+        if used >= budget:
+            runs.append(_write_run(items, spill_dir, len(runs)))
+            items, used = [], 0
+    if items or not runs:
+        runs.append(_write_run(items, spill_dir, len(runs)))
+    return total, runs
+
+
+def _merge_runs(runs: list[str], spill_dir: str, max_open: int) -> Iterator[tuple]:
+    """Every spilled row in run order, merging at most ``max_open`` runs at a time (extra passes beyond)."""
+    number = len(runs)
+    while len(runs) > max_open:
+        merged: list[str] = []
+        for start in range(0, len(runs), max_open):
+            group = runs[start:start + max_open]
+            path = os.path.join(spill_dir, f"run-{number:05d}.jsonl")
+            number += 1
+            with open(path, "wb") as f:
+                f.writelines(orjson.dumps(item) + b"\n"
+                             for item in heapq.merge(*map(_read_run, group), key=_run_order))
+            for done in group:
+                os.remove(done)
+            merged.append(path)
+        runs = merged
+    return heapq.merge(*map(_read_run, runs), key=_run_order)
+
+
+def _unique(items: Iterator[tuple], rejected: _Rejections) -> Iterator[CatalogRow]:
+    """One row per track id from rows in dump order: the last of its duplicates (newest analysis) wins."""
+    last: CatalogRow | None = None
+    for item in items:
+        row = CatalogRow(item[1], item[2], item[3])
+        if last is not None and last.track_id == row.track_id:
             rejected.add("duplicate_id", row.track_id)
-            # keep the row with the newest analysis: it sorts last among its duplicates
-            out[-1] = row
-        else:
-            out.append(row)
-    return out
+        elif last is not None:
+            yield last
+        last = row
+    if last is not None:
+        yield last
 
 
-def build_catalog(wh: Warehouse, date: dt.date, buckets: int) -> Manifest:
-    """Write the bucketed catalog of ``date`` to staging and publish it; returns its manifest."""
+def _bucket_rows(merged: Iterator[tuple], buckets: int) -> Iterator[tuple[int, Iterator[tuple]]]:
+    """(bucket, its rows) for every bucket in order, from one stream sorted by bucket."""
+    pending = next(merged, None)
+
+    def rows_of(bucket: int) -> Iterator[tuple]:
+        nonlocal pending
+        while pending is not None and pending[0] == bucket:
+            yield pending
+            pending = next(merged, None)
+
+    for bucket in range(buckets):
+        rows = rows_of(bucket)
+        yield bucket, rows
+        for _ in rows:  # whatever the consumer left unread
+            pass
+
+
+@dataclass(frozen=True)
+class SortSettings:
+    """The catalog build's external sort; resolved once, by the task, from ``[catalog]``."""
+
+    memory_mb: float = 256.0  # [catalog] sort_memory_mb
+    max_open_runs: int = 64  # [catalog] max_open_runs
+
+
+def build_catalog(wh: Warehouse, date: dt.date, buckets: int, sort: SortSettings | None = None) -> Manifest:
+    """Write the bucketed catalog of ``date`` to staging and publish it; returns its manifest.
+
+    Memory stays near ``sort.memory_mb`` whatever the dump's size (rows beyond it are spilled as
+    sorted runs and k-way merged), and at most ``sort.max_open_runs`` + 2 files are open whatever the
+    bucket count: the merged stream is ordered by bucket, so one output file is written at a time.
+    """
+    sort = sort or SortSettings()
     rejected = _Rejections()
     with tempfile.TemporaryDirectory(prefix="catalog-spill-") as spill_dir:
-        total = _spill(read_dump(wh, date), spill_dir, buckets, rejected)
+        total, runs = _spill(read_dump(wh, date), spill_dir, buckets, rejected, int(sort.memory_mb * 1e6))
         if total == 0:
             raise CatalogError(f"metadata dump for {layout.format_date(date)} has no valid track: refusing to "
                                f"publish an empty catalog ({rejected.counts['malformed_id']} malformed ids)")
-        for bucket in range(buckets):
-            rows = _sorted_unique(os.path.join(spill_dir, f"{bucket:05d}.jsonl"), rejected)
+        log.info("catalog %s: %d rows in %d sorted runs", date, total, len(runs))
+        for bucket, items in _bucket_rows(_merge_runs(runs, spill_dir, max(2, sort.max_open_runs)), buckets):
             url = wh.layout.part_url(layout.CATALOG, date, bucket, 0)
-            info = write_nonempty(wh.storage, url, CATALOG_SCHEMA, (r._asdict() for r in rows), codec="deflate",
+            info = write_nonempty(wh.storage, url, CATALOG_SCHEMA, (r._asdict() for r in _unique(items, rejected)),
+                                  codec="deflate",
                                   identity=f"{layout.CATALOG}/{layout.format_date(date)}/{url.rsplit('/', 1)[-1]}")
             wh.commit_bucket(layout.CATALOG, date, BucketManifest.of_files(bucket, [info] if info else []))
     if any(rejected.counts.values()):

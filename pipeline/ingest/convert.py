@@ -1,0 +1,134 @@
+"""Document → record conversion on every core, for one chunk, in track id order.
+
+Why: a chunk's downloads are I/O (threads), but decoding the JSON, validating it and packing
+the record is CPU under the GIL — one core for the whole chunk. ``[resources] s3_ingest``
+bounds how many chunks hit the source at once; it should not also bound the cores. Here the
+fetched bodies are handed in small ordered batches to a pool of worker processes, and their
+records come back in the order they went in, so the bucket stays sorted and the writer is
+unchanged. In flight at most ``2 × processes`` batches of ≤ ``BATCH`` documents or
+``BATCH_BYTES`` bytes each, on top of the download window: memory stays bounded.
+
+The pool is created once per process (forkserver: the luigi worker has threads) and reused by
+every chunk that process runs. A process forked from one that already ran a pool (luigi
+``--workers`` > 1 after in-process runs, as in the tests) can use neither that pool nor that
+forkserver: it converts in its downloading threads instead (same output).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from pipeline.errors import InvalidDocumentError
+from pipeline.formats.analysis import to_record
+from pipeline.ops.quality import analysis_values, range_problem
+from pipeline.source.document import decode_body, unwrap
+
+BATCH = 32
+BATCH_BYTES = 8 * 1024 * 1024
+_pools: dict[tuple[int, int], ProcessPoolExecutor] = {}  # (pid, processes): a forked child never reuses its parent's
+
+
+def default_processes(configured: int) -> int:
+    """``[ingest] processes``: 0 means every core of the host."""
+    return configured if configured > 0 else (os.cpu_count() or 1)
+
+
+def convert(body: bytes, key: str, content_encoding: str | None, max_bytes: int, track_id: str,
+            updated: int | None) -> tuple[bool, dict | str]:
+    """(True, record) or (False, why the document is invalid). Never raises for bad data."""
+    try:
+        doc = decode_body(body, key=key, content_encoding=content_encoding, max_bytes=max_bytes)
+        analysis, wrapper = unwrap(doc)
+        record = to_record(analysis, track_id=track_id, source_key=key, source_updated_at=updated, wrapper=wrapper)
+        problem = range_problem(analysis_values(record)[0])  # as engine._decode: same results on either path
+        if problem:
+            return False, problem
+        return True, record
+    except InvalidDocumentError as exc:
+        return False, str(exc)
+
+
+def _convert_batch(jobs: list[tuple], max_bytes: int) -> list[tuple[bool, dict | str]]:
+    return [convert(body, key, enc, max_bytes, track_id, updated) for body, key, enc, track_id, updated in jobs]
+
+
+_state = {"used_pool": False, "inherited": False}
+
+
+def _after_fork_in_child() -> None:
+    _state["inherited"] = _state["used_pool"]
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def may_use_processes() -> bool:
+    """False in a process forked from one that already ran a process pool (see the module docstring)."""
+    return not _state["inherited"]
+
+
+def mark_pool_used() -> None:
+    _state["used_pool"] = True
+
+
+def pool(processes: int) -> ProcessPoolExecutor:
+    """This process's pool. A child forked by luigi (``--workers`` > 1) inherits the parent's pools without their
+    management threads, where a submit would wait forever: pools are owned by the process that made them."""
+    key = (os.getpid(), processes)
+    if key not in _pools:
+        ctx = multiprocessing.get_context("forkserver")
+        mark_pool_used()
+        _pools[key] = ProcessPoolExecutor(max_workers=processes, mp_context=ctx)
+    return _pools[key]
+
+
+@atexit.register
+def _shutdown() -> None:
+    for (pid, _), p in _pools.items():
+        if pid == os.getpid():
+            p.shutdown(cancel_futures=True)
+    _pools.clear()
+
+
+def convert_in_order(pending: Iterator[tuple[object, tuple | None]], processes: int, max_bytes: int
+                     ) -> Iterator[tuple[object, tuple[bool, dict | str] | None]]:
+    """``(tag, job or None)`` → ``(tag, conversion or None)`` in the same order, converted by ``processes``."""
+    executor = pool(processes)
+    window: collections.deque[tuple[list, Future]] = collections.deque()
+    tags: list = []
+    jobs: list[tuple] = []
+    size = 0
+
+    def submit() -> None:
+        nonlocal tags, jobs, size
+        window.append((tags, executor.submit(_convert_batch, jobs, max_bytes)))
+        tags, jobs, size = [], [], 0
+
+    def drain() -> Iterator:
+        batch_tags, future = window.popleft()
+        results = iter(future.result())
+        for tag, has_job in batch_tags:
+            yield tag, next(results) if has_job else None
+
+    try:
+        for tag, job in pending:
+            tags.append((tag, job is not None))
+            if job is not None:
+                jobs.append(job)
+                size += len(job[0])
+            if len(tags) >= BATCH or size >= BATCH_BYTES:
+                submit()
+                if len(window) >= 2 * processes:
+                    yield from drain()
+        if tags:
+            submit()
+        while window:
+            yield from drain()
+    finally:
+        for _, future in window:
+            future.cancel()
