@@ -10,7 +10,9 @@ to one worker. Two deterministic interleavings pin the publication races that ti
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import re
 import shutil
 import subprocess
@@ -136,17 +138,45 @@ def test_sigkill_mid_attributes_publishes_nothing_and_the_rerun_is_identical(wor
 # -- two workers, one date ------------------------------------------------------------------------------
 
 
-def race(wh: Warehouse, source, tmp_path, *extra_args: str) -> list[subprocess.CompletedProcess]:
-    """Start two identical ingest workers at the same moment; return both, finished."""
+def race(wh: Warehouse, source, tmp_path, *extra_args: str, stagger: bool = False) -> list[subprocess.CompletedProcess]:
+    """Start two identical ingest workers at the same moment (or the second once the first holds the
+    process lock, with ``stagger``); return both, finished."""
     cfg = write_cfg(tmp_path / "race.cfg", overrides_for(wh.layout.root[len("file://"):], source))
     cmd = luigi_cli("IngestFullSnapshot", "--date", layout.format_date(D0), cfg=cfg)
     cmd[cmd.index("WARNING")] = "INFO"  # the workers log which tasks they ran
     args = [a for a in extra_args if a != "--central"]
     if "--central" in extra_args:
         cmd.remove("--local-scheduler")
-    procs = [subprocess.Popen([*cmd, *args], env=subprocess_env(cfg), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([*cmd, *args], env=subprocess_env(cfg), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    first = start()
+    if stagger:
+        _wait_for_process_lock(first)
+    procs = [first, start()]
     return [subprocess.CompletedProcess(p.args, p.wait(300), p.stdout.read()) for p in procs]
+
+
+def _wait_for_process_lock(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until ``proc`` holds luigi's process lock (its pid is in a pid file of ``[core] lock_pid_dir``).
+
+    luigi's lock is a read-then-write of that file, not an atomic one: two workers started in
+    the same instant can both find it empty. The guarantee is for a worker that starts while
+    another holds the lock, which is what cron's overlapping runs are.
+    """
+    import glob
+    import tempfile
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for path in glob.glob(os.path.join(tempfile.gettempdir(), "luigi", "*.pid")):
+            with contextlib.suppress(OSError), open(path) as f:
+                if str(proc.pid) in f.read().split():
+                    return
+        time.sleep(0.01)
+    raise AssertionError("the first worker never took luigi's process lock")
 
 
 def ran(output: str) -> list[str]:
@@ -169,7 +199,7 @@ def fresh(world, tmp_path) -> tuple[Warehouse, object]:
 
 def test_on_one_host_luigis_process_lock_stops_the_second_worker(world, single_run, tmp_path):
     wh, source = fresh(world, tmp_path)
-    runs = race(wh, source, tmp_path)
+    runs = race(wh, source, tmp_path, stagger=True)
     codes = sorted(r.returncode for r in runs)
     assert codes == [0, 10], [r.stdout[-1500:] for r in runs]  # [retcode] already_running = 10
     loser = next(r for r in runs if r.returncode == 10)
