@@ -136,9 +136,9 @@ class ingest(luigi.Config):  # noqa: N801
         description="Path of an mrjob.conf for the ingest job (unset: the runner's defaults; see docs/cluster.md).",
     )
     processes = luigi.IntParameter(
-        default=1, significant=False,
-        description="Processes that decode, validate and pack one chunk's documents (0: every core of the host; "
-                    "1, the default: in the downloading threads). Does not change how many chunks hit the source "
+        default=0, significant=False,
+        description="Processes that decode, validate and pack one chunk's documents (0, the default: every core of "
+                    "the host; 1: in the downloading threads). Does not change how many chunks hit the source "
                     "at once ([resources] s3_ingest) nor the output.",
     )
 
@@ -207,9 +207,9 @@ class attributes(luigi.Config):  # noqa: N801
         "an mrjob_conf is a local Spark bound to 127.0.0.1). inline: on this host, in [attributes] processes.",
     )
     processes = luigi.IntParameter(
-        default=1, significant=False,
-        description="With the inline runner, processes building buckets at once (0: every core of the host; 1, the "
-                    "default: mrjob's inline runner in the luigi worker). Same output either way.",
+        default=0, significant=False,
+        description="With the inline runner, processes building buckets at once (0, the default: every core of the "
+                    "host; 1: mrjob's inline runner in the luigi worker). Same output either way.",
     )
     mrjob_conf = luigi.OptionalParameter(
         default=None, significant=False,

@@ -63,18 +63,19 @@ def test_a_child_forked_by_a_luigi_worker_converts_without_its_parents_pool(tmp_
     """luigi --workers 2 forks task processes; one must not wait forever on its parent's pool or forkserver."""
     import multiprocessing
 
-    from pipeline.ingest.convert import pool
+    from pipeline.ingest.convert import converter_pool
 
     global queue_dir
     queue_dir = tmp_path
     (tmp_path / "bad.json").write_bytes(b"<html>not json")
-    pool(2).submit(int, "1").result(timeout=120)  # the parent's pool exists and works
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_convert_in_child, args=(queue,))
-    child.start()
-    child.join(180)
-    if child.is_alive():
-        child.kill()
+    with converter_pool(2) as parents_pool:
+        parents_pool.submit(int, "1").result(timeout=120)  # the parent's pool exists and works
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_convert_in_child, args=(queue,))
+        child.start()
+        child.join(180)
+        if child.is_alive():
+            child.kill()
     assert child.exitcode == 0
     assert queue.get(timeout=10) == (False, ["invalid"])

@@ -8,16 +8,19 @@ records come back in the order they went in, so the bucket stays sorted and the 
 unchanged. In flight at most ``2 × processes`` batches of ≤ ``BATCH`` documents or
 ``BATCH_BYTES`` bytes each, on top of the download window: memory stays bounded.
 
-The pool is created once per process (forkserver: the luigi worker has threads) and reused by
-every chunk that process runs. A process forked from one that already ran a pool (luigi
-``--workers`` > 1 after in-process runs, as in the tests) can use neither that pool nor that
-forkserver: it converts in its downloading threads instead (same output).
+The pool lives as long as one chunk's conversion (forkserver: the luigi worker has threads) and is
+shut down when it ends, successfully or not. A pool kept for the life of the process would keep
+a luigi task process (``--workers`` > 1) from ever exiting: multiprocessing joins a process's
+children on its way out, and atexit handlers do not run there. Starting the pool costs ~0.1 s per
+chunk. A process forked from one that already ran a pool (luigi ``--workers`` > 1 after in-process
+runs, as in the tests) cannot use that forkserver: it converts in its downloading threads instead
+(same output).
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -30,7 +33,6 @@ from pipeline.source.document import decode_body, unwrap
 
 BATCH = 32
 BATCH_BYTES = 8 * 1024 * 1024
-_pools: dict[tuple[int, int], ProcessPoolExecutor] = {}  # (pid, processes): a forked child never reuses its parent's
 
 
 def default_processes(configured: int) -> int:
@@ -76,29 +78,26 @@ def mark_pool_used() -> None:
     _state["used_pool"] = True
 
 
-def pool(processes: int) -> ProcessPoolExecutor:
-    """This process's pool. A child forked by luigi (``--workers`` > 1) inherits the parent's pools without their
-    management threads, where a submit would wait forever: pools are owned by the process that made them."""
-    key = (os.getpid(), processes)
-    if key not in _pools:
-        ctx = multiprocessing.get_context("forkserver")
-        mark_pool_used()
-        _pools[key] = ProcessPoolExecutor(max_workers=processes, mp_context=ctx)
-    return _pools[key]
-
-
-@atexit.register
-def _shutdown() -> None:
-    for (pid, _), p in _pools.items():
-        if pid == os.getpid():
-            p.shutdown(cancel_futures=True)
-    _pools.clear()
+@contextlib.contextmanager
+def converter_pool(processes: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``processes`` converters for one chunk, shut down (queued work cancelled) when it ends."""
+    mark_pool_used()
+    executor = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def convert_in_order(pending: Iterator[tuple[object, tuple | None]], processes: int, max_bytes: int
                      ) -> Iterator[tuple[object, tuple[bool, dict | str] | None]]:
     """``(tag, job or None)`` → ``(tag, conversion or None)`` in the same order, converted by ``processes``."""
-    executor = pool(processes)
+    with converter_pool(processes) as executor:
+        yield from _converted(pending, executor, processes, max_bytes)
+
+
+def _converted(pending: Iterator[tuple[object, tuple | None]], executor: ProcessPoolExecutor, processes: int,
+               max_bytes: int) -> Iterator[tuple[object, tuple[bool, dict | str] | None]]:
     window: collections.deque[tuple[list, Future]] = collections.deque()
     tags: list = []
     jobs: list[tuple] = []
