@@ -11,10 +11,10 @@ unchanged. In flight at most ``2 × processes`` batches of ≤ ``BATCH`` documen
 The pool lives as long as one chunk's conversion (forkserver: the luigi worker has threads) and is
 shut down when it ends, successfully or not. A pool kept for the life of the process would keep
 a luigi task process (``--workers`` > 1) from ever exiting: multiprocessing joins a process's
-children on its way out, and atexit handlers do not run there. Starting the pool costs ~0.1 s per
-chunk. A process forked from one that already ran a pool (luigi ``--workers`` > 1 after in-process
-runs, as in the tests) cannot use that forkserver: it converts in its downloading threads instead
-(same output).
+children on its way out, and atexit handlers do not run there. The forkserver has imported this
+module once (``forkserver()``), so a chunk's pool starts in a few milliseconds. A process forked
+from one that already ran a pool (luigi ``--workers`` > 1 after in-process runs, as in the tests)
+cannot use that forkserver: it converts in its downloading threads instead (same output).
 """
 
 from __future__ import annotations
@@ -78,11 +78,22 @@ def mark_pool_used() -> None:
     _state["used_pool"] = True
 
 
+def forkserver() -> multiprocessing.context.ForkServerContext:
+    """The forkserver context, its server importing the conversion code once for every worker it forks.
+
+    Without the preload each worker of each chunk's pool imports numpy, fastavro and the formats
+    itself (~0.5 s of CPU): at 5,000 tracks a chunk that was a fifth of the chunk's work.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])  # only read when this process starts its forkserver
+    return ctx
+
+
 @contextlib.contextmanager
 def converter_pool(processes: int) -> Iterator[ProcessPoolExecutor]:
     """A pool of ``processes`` converters for one chunk, shut down (queued work cancelled) when it ends."""
     mark_pool_used()
-    executor = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("forkserver"))
+    executor = ProcessPoolExecutor(max_workers=processes, mp_context=forkserver())
     try:
         yield executor
     finally:
