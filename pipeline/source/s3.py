@@ -104,9 +104,7 @@ class S3Source(Source):
             except NO_ANSWER_ERRORS as exc:
                 return Fetched(FAILED, reason=f"no answer: {exc}", attempts=attempt, connection_error=True)
             except bx.NoCredentialsError as exc:
-                raise SourceUnavailableError(
-                    f"no AWS credentials for {self.describe()}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
-                    "AWS_SECRET_ACCESS_KEY, or run where an instance role applies") from exc
+                raise self._no_credentials() from exc
             stream = response["Body"]
             declared = response.get("ContentLength")
             try:
@@ -140,9 +138,29 @@ class S3Source(Source):
                            reservation=reservation)
         return Fetched(FAILED, reason=f"{reason} after {self.max_attempts} attempts", attempts=self.max_attempts)
 
+    def _no_credentials(self) -> SourceUnavailableError:
+        return SourceUnavailableError(
+            f"no AWS credentials for {self.describe()}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, or run where an instance role applies")
+
     def list_objects(self):
-        """List only the configured prefix (never the bucket root: the bucket holds other teams' data)."""
+        """List only the configured prefix (never the bucket root: the bucket holds other teams' data).
+
+        A setup problem (no credentials, no endpoint, no access to the bucket) fails the listing at
+        once with what to fix, not with botocore's traceback.
+        """
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-            for obj in page.get("Contents", []):
-                yield obj["Key"][len(self.prefix):], obj["Size"]
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][len(self.prefix):], obj["Size"]
+        except bx.NoCredentialsError as exc:
+            raise self._no_credentials() from exc
+        except CONNECT_ERRORS + NO_ANSWER_ERRORS as exc:
+            raise SourceUnavailableError(f"cannot list {self.describe()}: {exc}; check [source] endpoint_url "
+                                         "and the network") from exc
+        except bx.ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise SourceUnavailableError(f"cannot list {self.describe()}: {error.get('Code')} "
+                                         f"{error.get('Message', '')}; check [source] url and the credentials' "
+                                         "access to that bucket and prefix") from exc
