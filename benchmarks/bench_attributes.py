@@ -27,13 +27,14 @@ from pipeline import layout
 from pipeline.attributes.maths import compute
 from pipeline.attributes.snapshot import build_snapshot
 from pipeline.demo.synthetic import make_track_ids, synth_analysis
-from pipeline.formats import raw_schema, schema
+from pipeline.formats import schema
 from pipeline.formats.analysis import extra_map, to_record
 from pipeline.formats.arrays import arrays
 from pipeline.layout import Layout
 from pipeline.source.document import decode_body, unwrap
 from pipeline.storage import LocalStorage
 from pipeline.warehouse import Warehouse
+from tests.support.old_formats import analysis_format_2_raw
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "echonest-real"
 BUCKETS = 4
@@ -66,14 +67,7 @@ def per_track_speed(bodies: list[bytes]) -> dict:
 
 
 def _format_2_schema() -> dict:
-    """analysis.avsc as format 2 had it: beats/tatums reuse ``TimeIntervals``, ``extra`` a map."""
-    raw = raw_schema("analysis")
-    for f in raw["fields"]:
-        if f["name"] in ("beats", "tatums"):
-            f["type"] = "TimeIntervals"
-        elif f["name"] == "extra":
-            f["type"], f["default"] = {"type": "map", "values": "string"}, {}
-    return fastavro.parse_schema(raw)
+    return fastavro.parse_schema(analysis_format_2_raw())
 
 
 def analysis_format_cost(bodies: list[bytes]) -> dict:

@@ -22,26 +22,16 @@ from pipeline.formats.analysis import (
 from pipeline.formats.arrays import arrays
 from pipeline.source.document import decode_body, unwrap
 from tests.helpers import real_analysis_files
-
-
-def _format_2_raw() -> dict:
-    """analysis.avsc of format 2: beats and tatums reuse the bars' ``TimeIntervals``, ``extra`` is a map."""
-    raw = raw_schema("analysis")
-    for f in raw["fields"]:
-        if f["name"] in ("beats", "tatums"):
-            f["type"] = "TimeIntervals"
-        elif f["name"] == "extra":
-            f["type"], f["default"] = {"type": "map", "values": "string"}, {}
-    return raw
+from tests.support.old_formats import analysis_format_2_raw
 
 
 def _format_2_schema() -> dict:
-    return fastavro.parse_schema(_format_2_raw())
+    return fastavro.parse_schema(analysis_format_2_raw())
 
 
 def _format_1_schema() -> dict:
     """analysis.avsc as it was before sections were packed: an array of Section records."""
-    raw = _format_2_raw()
+    raw = analysis_format_2_raw()
     fields = [{"name": n, "type": t if n in SECTION_REQUIRED else ["null", t], **({} if n in SECTION_REQUIRED
                else {"default": None})} for n, t in SECTION_FIELDS.items()]
     section = next(f for f in raw["fields"] if f["name"] == "sections")
