@@ -207,7 +207,8 @@ def step(name: str, cfg: Path, task: str, date: dt.date, results: dict) -> dict:
 
 # -- the sequence at one size -----------------------------------------------------------------------------------
 
-def sequence(tracks: int, scratch: Path, real: bool, segments: int, compare: bool = True) -> dict:
+def sequence(tracks: int, scratch: Path, real: bool, segments: int, compare: bool = True,
+             compare_only: bool = False) -> dict:
     from pipeline import layout
     from pipeline.demo.seed import write_metadata_dump
     from pipeline.layout import Layout
@@ -244,6 +245,8 @@ def sequence(tracks: int, scratch: Path, real: bool, segments: int, compare: boo
         step("attributes_full_single", single, "DailyAttributes", D0, steps)
         shutil.rmtree(single_root)
     step("attributes_full", cfg, "DailyAttributes", D0, steps)
+    if compare_only:  # the one-process vs default comparison alone (an idle host's ten minutes)
+        return {**info, "steps": steps, "ratios": ratios(steps)}
     full = wh.manifest(layout.ANALYSIS_FULL, D0)
     info["analysis_avro_bytes_per_track"] = round(full.bytes / full.records)
     info["json_bytes_per_track"] = round(info["source_day0"]["bytes"] / info["source_day0"]["documents"])
@@ -284,6 +287,8 @@ def ratios(steps: dict) -> dict:
                                                         / steps["full_ingest"]["wall_s"], 2)
         out["attributes_speedup_default_vs_single"] = round(steps["attributes_full_single"]["wall_s"]
                                                             / steps["attributes_full"]["wall_s"], 2)
+    if "attributes_incremental_day" not in steps:
+        return out
     full, daily = steps["attributes_full"], steps["attributes_incremental_day"]
     out["daily_vs_full_attributes_wall"] = round(daily["wall_s"] / full["wall_s"], 3)
     out["daily_vs_full_attributes_cpu"] = round(daily["cpu_s"] / full["cpu_s"], 3)
@@ -325,6 +330,8 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="real-size documents (use with --segments 800)")
     parser.add_argument("--segments", type=int, default=800)
     parser.add_argument("--no-compare", action="store_true", help="skip the single-process runs")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="only the single-process vs default runs of the full ingest and attributes")
     parser.add_argument("--scratch", default=None, help="parent folder for the scratch data (default: $TMPDIR)")
     parser.add_argument("--name", default=None, help="results file name (default: scale or scale_real)")
     parser.add_argument("--merge", nargs=2, metavar=("SMALL", "LARGE"),
@@ -341,7 +348,8 @@ def main() -> None:
     runs = []
     for n in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-", dir=args.scratch) as scratch:
-            runs.append(sequence(n, Path(scratch), args.real, args.segments, compare=not args.no_compare))
+            runs.append(sequence(n, Path(scratch), args.real, args.segments, compare=not args.no_compare,
+                                 compare_only=args.compare_only))
         _save(args, runs)
     print(table(runs))
 

@@ -13,34 +13,71 @@ import datetime as dt
 import itertools
 from collections.abc import Iterable, Iterator
 
+import numpy as np
+
 from pipeline import layout
 from pipeline.formats.avro_select import read_selected
 from pipeline.formats.record_index import read_index
 from pipeline.warehouse import Warehouse
 
+Versions = tuple[list[str], list[int | None]]  # ids and source_updated_at of a run of records, in id order
+CHUNK = 8192
 
-def previous_versions(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[tuple[str, int | None]] | None:
-    """(track id, source_updated_at) of yesterday's attributes from their record index; None without one."""
+
+def previous_versions(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[Versions] | None:
+    """(track ids, source_updated_at) of yesterday's attributes, part by part from their record index; None
+    without one."""
     entry = wh.manifest(layout.ATTRIBUTES, date).bucket(bucket)
     if not entry.record_index:
         return None
 
-    def versions() -> Iterator[tuple[str, int | None]]:
+    def versions() -> Iterator[Versions]:
         for part in read_index(wh.storage, wh.layout.file_url(layout.ATTRIBUTES, date, entry.record_index)):
-            yield from zip(part["track_ids"], part["source_updated_at"], strict=True)
+            yield part["track_ids"], part["source_updated_at"]
 
     return versions()
 
 
-def changed_flags(index: Iterable[dict], previous: Iterable[tuple[str, int | None]]) -> Iterator[bool]:
-    """Per id-index record, in order: True when yesterday had no attributes for it or another version."""
-    prev_it = iter(previous)
-    prev = next(prev_it, None)
-    for rec in index:
-        track_id = rec["track_id"]
-        while prev is not None and prev[0] < track_id:
-            prev = next(prev_it, None)
-        yield not (prev is not None and prev[0] == track_id and prev[1] == rec["source_updated_at"])
+class _Through:
+    """Sorted (id, version) blocks, taken up to an id at a time, as arrays."""
+
+    def __init__(self, blocks: Iterable[Versions]):
+        self.blocks = iter(blocks)
+        self.ids, self.versions = np.empty(0, "U1"), np.empty(0)
+
+    def take(self, last: str) -> tuple[np.ndarray, np.ndarray]:
+        ids, versions = [self.ids], [self.versions]
+        while not len(self.ids) or self.ids[-1] <= last:
+            block = next(self.blocks, None)
+            if block is None:
+                break
+            self.ids, self.versions = np.asarray(block[0]), np.array(block[1], dtype=np.float64)  # None → NaN
+            ids.append(self.ids)
+            versions.append(self.versions)
+        all_ids, all_versions = np.concatenate(ids), np.concatenate(versions)
+        stop = int(np.searchsorted(all_ids, last, side="right"))
+        self.ids, self.versions = all_ids[stop:], all_versions[stop:]
+        return all_ids[:stop], all_versions[:stop]
+
+
+def changed_flags(index: Iterable[dict], previous: Iterable[Versions]) -> Iterator[bool]:
+    """Per id-index record, in order: True when yesterday had no attributes for it or another version.
+
+    Vectorised a chunk of ids at a time: on a compaction day the index lists the whole bucket.
+    """
+    through = _Through(previous)
+    records = iter(index)
+    while chunk := list(itertools.islice(records, CHUNK)):
+        ids = np.asarray([r["track_id"] for r in chunk])
+        versions = np.array([r["source_updated_at"] for r in chunk], dtype=np.float64)
+        old_ids, old_versions = through.take(chunk[-1]["track_id"])
+        at = np.minimum(np.searchsorted(old_ids, ids), max(len(old_ids) - 1, 0))
+        if len(old_ids):
+            same = (old_ids[at] == ids) & ((old_versions[at] == versions)
+                                           | (np.isnan(old_versions[at]) & np.isnan(versions)))
+        else:
+            same = np.zeros(len(ids), bool)
+        yield from (~same).tolist()
 
 
 def changed_analyses(wh: Warehouse, dataset: str, date: dt.date, bucket: int,

@@ -14,11 +14,13 @@ snapshot to keep from and every analysis in the state is computed.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from pipeline import layout
 from pipeline.attributes.changed import changed_analyses, previous_versions
+from pipeline.attributes.kept_runs import NotCopyable, Yesterday, write_day
 from pipeline.attributes.maths import ALGORITHM_VERSION, compute, upgrade
 from pipeline.attributes.summary import VALUE_FIELDS, BucketStats, row_of
 from pipeline.formats import ATTRIBUTES, fingerprint
@@ -27,8 +29,10 @@ from pipeline.formats.avro_raw import read_raw
 from pipeline.formats.record_index import Entry, IndexedPartsWriter, copyable, read_entries, read_index
 from pipeline.manifest import BucketManifest
 from pipeline.snapshots.merge import merge_newest
-from pipeline.source.catalog import read_catalog_bucket
+from pipeline.source.catalog import read_catalog_bucket, read_catalog_ids
 from pipeline.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
 
 
 def join_bucket(catalog_ids: Iterable[str], previous: Iterable[Entry], analyses: Iterable[dict],
@@ -101,18 +105,39 @@ def build_bucket(wh: Warehouse, task: BucketTask) -> BucketManifest:
     done = wh.committed_bucket(layout.ATTRIBUTES, date, bucket)  # by another worker: never clear it
     if done is not None:
         return done
+    inputs = ([wh.layout.date_url(layout.ATTRIBUTES, layout.parse_date(task.previous))] if task.previous
+              else []) + [wh.layout.date_url(ds, layout.parse_date(d)) for ds, d in task.analysis_sets]
+    if task.previous and wh.manifest(layout.ATTRIBUTES, layout.parse_date(task.previous)).bucket(bucket).record_index:
+        try:
+            return _build_in_runs(wh, task, inputs)
+        except NotCopyable as why:
+            log.info("attributes %s bucket %d: kept one by one (%s)", task.date, bucket, why)
     previous = _previous(wh, layout.parse_date(task.previous), bucket) if task.previous else ()
     analyses = _analyses(wh, task)
     catalog_ids = (row.track_id for row in read_catalog_bucket(wh, date, bucket))
     stats = BucketStats(z_threshold=task.z_threshold)
-    inputs = ([wh.layout.date_url(layout.ATTRIBUTES, layout.parse_date(task.previous))] if task.previous
-              else []) + [wh.layout.date_url(ds, layout.parse_date(d)) for ds, d in task.analysis_sets]
     return write_bucket(wh, date, bucket, join_bucket(catalog_ids, previous, analyses, stats), stats, task.codec,
                         task.records_per_part, inputs)
 
 
-def write_bucket(wh: Warehouse, date: dt.date, bucket: int, joined: Iterable[tuple[Entry | None, dict | None]],
-                 stats: BucketStats, codec: str, records_per_part: int, inputs: list[str]) -> BucketManifest:
+def _build_in_runs(wh: Warehouse, task: BucketTask, inputs: list[str]) -> BucketManifest:
+    """``build_bucket`` of an ordinary day with yesterday's records copied in runs (kept_runs.py)."""
+    date, previous = layout.parse_date(task.date), layout.parse_date(task.previous)
+    entry = wh.manifest(layout.ATTRIBUTES, previous).bucket(task.bucket)
+    parts = read_index(wh.storage, wh.layout.file_url(layout.ATTRIBUTES, previous, entry.record_index))
+    yesterday_ = Yesterday(wh.storage, parts, lambda name: wh.layout.file_url(layout.ATTRIBUTES, previous, name))
+    stats = BucketStats(z_threshold=task.z_threshold)
+    catalog_ids = read_catalog_ids(wh, date, task.bucket)
+    try:
+        return write_bucket(wh, date, task.bucket, None, stats, task.codec, task.records_per_part, inputs,
+                            lambda out: write_day(yesterday_, catalog_ids, _analyses(wh, task), stats, out))
+    finally:
+        yesterday_.close()
+
+
+def write_bucket(wh: Warehouse, date: dt.date, bucket: int, joined: Iterable[tuple[Entry | None, dict | None]] | None,
+                 stats: BucketStats, codec: str, records_per_part: int, inputs: list[str],
+                 fill: Callable[[IndexedPartsWriter], None] | None = None) -> BucketManifest:
     """Write kept and computed records (in id order) as one bucket of ``attributes/<date>``, commit it.
 
     The one way an attributes bucket is written, record index and statistics included, whoever
@@ -122,7 +147,9 @@ def write_bucket(wh: Warehouse, date: dt.date, bucket: int, joined: Iterable[tup
     with IndexedPartsWriter(wh.storage, lambda p: wh.layout.part_url(layout.ATTRIBUTES, date, bucket, p),
                             wh.layout.record_index_url(layout.ATTRIBUTES, date, bucket), ATTRIBUTES, codec,
                             records_per_part, f"{layout.ATTRIBUTES}/{layout.format_date(date)}", VALUE_FIELDS) as out:
-        for prior, record in joined:
+        if fill is not None:
+            fill(out)
+        for prior, record in joined or ():
             if record is not None:
                 row = row_of(record)
                 out.write(record, row)

@@ -46,18 +46,24 @@ class BucketStats:
     modes: np.ndarray = field(default_factory=lambda: np.zeros(2, dtype=np.int64))
     quality: QualityStats = field(default_factory=lambda: QualityStats(ATTRIBUTE_RANGES))
     _ids: list[str] = field(default_factory=list)
-    _rows: list[Sequence[float]] = field(default_factory=list)
+    _rows: list[np.ndarray] = field(default_factory=list)  # row blocks, in record order
+    _pending: int = 0
 
     def observe(self, track_id: str, row: Sequence[float]) -> None:
-        self._ids.append(track_id)
-        self._rows.append(row)
-        if len(self._rows) >= BATCH:
+        self.observe_many([track_id], np.asarray(row, dtype=np.float64).reshape(1, -1))
+
+    def observe_many(self, track_ids: Sequence[str], rows: np.ndarray) -> None:
+        """``observe`` for a run of records at once (their rows as a matrix)."""
+        self._ids.extend(track_ids)
+        self._rows.append(rows)
+        self._pending += len(rows)
+        if self._pending >= BATCH:
             self._fold()
 
     def _fold(self) -> None:
         if not self._rows:
             return
-        x = np.asarray(self._rows, dtype=np.float64).reshape(-1, len(VALUE_FIELDS))
+        x = np.concatenate(self._rows).astype(np.float64, copy=False).reshape(-1, len(VALUE_FIELDS))
         col = {name: x[:, i] for name, i in _COLUMN.items()}
         beat = col["beat_tempo"]
         tempo = np.where(np.isnan(beat) | (beat == 0), col["tempo"], beat)  # the beat grid's tempo, else the summary's
@@ -69,7 +75,7 @@ class BucketStats:
         loudness = np.where(np.isnan(col["loudness"]), col["loudness_mean"], col["loudness"])
         self.quality.observe_columns(self._ids, {**{n: col[n] for n in ATTRIBUTE_RANGES if n in col},
                                                  "loudness": loudness}, col["segment_rate"])
-        self._ids, self._rows = [], []
+        self._ids, self._rows, self._pending = [], [], 0
 
     def manifest_fields(self) -> dict:
         """The bucket manifest's ``counts``, ``summary`` and ``quality``."""

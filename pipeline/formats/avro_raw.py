@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import cramjam
 import fastavro
+import numpy as np
 from fastavro.write import Writer
 
 from pipeline.errors import CorruptFileError, PipelineError
@@ -87,6 +88,26 @@ class RawFileWriter:
             self.flush()
         return len(encoded)
 
+    def write_raw_run(self, data, lengths: np.ndarray) -> None:
+        """Append many encoded records (concatenated in ``data``, sizes in ``lengths``).
+
+        Blocks are flushed after exactly the records where ``write_raw`` one by one would flush
+        them, so a file written in runs is byte-identical to one written record by record.
+        """
+        ends = np.cumsum(lengths, dtype=np.int64)
+        first, start = 0, 0
+        while first < len(ends):
+            need = self.block_bytes - self.block.tell() + (int(ends[first - 1]) if first else 0)
+            last = int(np.searchsorted(ends, need, side="left"))  # the record that fills the block
+            stop = min(last + 1, len(ends))
+            end = int(ends[stop - 1])
+            self.block.write(data[start:end])
+            self.count += stop - first
+            self.info.records += stop - first
+            if last < len(ends):
+                self.flush()
+            first, start = stop, end
+
     def write(self, record: dict) -> int:
         """Encode (strictly) and append one record; returns its encoded size."""
         buf = io.BytesIO()
@@ -113,6 +134,14 @@ class RawRollingWriter(RollingParts):
 
     def write_raw(self, encoded: bytes) -> int:
         return self._current().write_raw(encoded)
+
+    def room(self) -> int:
+        """Records the current part still takes (a full part is closed, and a new one opened, first)."""
+        return self.records_per_part - self._current().info.records
+
+    def write_raw_run(self, data, lengths: np.ndarray) -> None:
+        """``write_raw`` of many records that all fit in the current part (see ``room``)."""
+        self._current().write_raw_run(data, lengths)
 
     def write(self, record: dict) -> int:
         return self._current().write(record)

@@ -77,6 +77,25 @@ class IndexedPartsWriter(AbortOnError):
         """Copy an already-encoded record (same schema) and index it."""
         self._add(track_id, source_updated_at, self.parts.write_raw(raw), row)
 
+    def write_raw_run(self, data, lengths: np.ndarray, track_ids: Sequence[str],
+                      source_updated_at: Sequence[int | None], rows: np.ndarray) -> None:
+        """Copy a run of already-encoded records (concatenated in ``data``) and index them: the same files
+        as ``write_raw`` record by record, at a fraction of the cost (parts and blocks end at the same records)."""
+        if rows.shape != (len(lengths), len(self.fields)):
+            raise ValueError(f"index rows of shape {rows.shape} for {len(lengths)} records "
+                             f"of {len(self.fields)} values")
+        ends = np.cumsum(lengths, dtype=np.int64)
+        done = start = 0
+        while done < len(lengths):
+            stop = done + min(self.parts.room(), len(lengths) - done)
+            end = int(ends[stop - 1])
+            self.parts.write_raw_run(data[start:end], lengths[done:stop])
+            self._ids.extend(track_ids[done:stop])
+            self._updated.extend(source_updated_at[done:stop])
+            self._lengths.frombytes(np.ascontiguousarray(lengths[done:stop], dtype="<i8").tobytes())
+            self._values.frombytes(np.ascontiguousarray(rows[done:stop], dtype=F8).tobytes())
+            done, start = stop, end
+
     def _add(self, track_id: str, updated: int | None, length: int, row: Sequence[float]) -> None:
         if len(row) != len(self.fields):
             raise ValueError(f"index row of {track_id} has {len(row)} values, expected {len(self.fields)}")
@@ -143,3 +162,52 @@ def read_entries(storage: Storage, part_url: str, part: dict) -> Iterator[Entry]
         raise CorruptFileError(f"cannot decode Avro file {part_url}: {type(exc).__name__}: {exc}") from exc
     if first != len(ids):
         raise CorruptFileError(f"record index lists {len(ids)} records but {part_url} holds {first}")
+
+
+class PartBytes:
+    """The encoded records of one part file, read forward block by block and sliced by record ranges.
+
+    ``take(i, j)`` returns the bytes of records ``i..j-1`` (as the index's ``lengths`` delimit them);
+    ranges must come in increasing order. Each block is checked against the index as it is read,
+    as in ``read_entries``. Only the block being sliced is held.
+    """
+
+    def __init__(self, storage: Storage, url: str, lengths: np.ndarray):
+        self.url, self.lengths = url, lengths
+        self._file = storage.open_read(url)
+        self._blocks = fastavro.block_reader(self._file)
+        self._first = self._last = 0
+        self._data = memoryview(b"")
+        self._offsets = np.zeros(1, np.int64)
+
+    def take(self, i: int, j: int) -> bytes:
+        out = []
+        while i < j:
+            while i >= self._last:
+                self._next_block()
+            stop = min(j, self._last)
+            out.append(self._data[int(self._offsets[i - self._first]):int(self._offsets[stop - self._first])])
+            i = stop
+        return b"".join(out)
+
+    def _next_block(self) -> None:
+        try:
+            block = next(self._blocks)
+            data = block.bytes_.getvalue()
+        except StopIteration:
+            raise CorruptFileError(f"record index lists {len(self.lengths)} records but {self.url} holds "
+                                   f"{self._last}") from None
+        except (OSError, PipelineError):
+            raise
+        except Exception as exc:  # truncated blocks, bad codecs, garbage: whatever fastavro or cramjam raise
+            raise CorruptFileError(f"cannot decode Avro file {self.url}: {type(exc).__name__}: {exc}") from exc
+        first, last = self._last, self._last + block.num_records
+        sizes = self.lengths[first:last]
+        if last > len(self.lengths) or int(sizes.sum()) != len(data):
+            raise CorruptFileError(f"record index does not match {self.url}: block at byte {block.offset} "
+                                   f"holds {block.num_records} records in {len(data)} bytes")
+        self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self._data, self._first, self._last = memoryview(data), first, last
+
+    def close(self) -> None:
+        self._file.close()

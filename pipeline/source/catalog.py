@@ -215,6 +215,13 @@ def build_catalog(wh: Warehouse, date: dt.date, buckets: int, sort: SortSettings
                       rejected=rejected.counts, rejected_examples=rejected.examples)
 
 
+def read_catalog_ids(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[str]:
+    """Only the track ids of one catalog bucket, in order (no ``CatalogRow`` per track: a daily job's hot loop)."""
+    for url in wh.bucket_files(layout.CATALOG, date, bucket):
+        for rec in read_records(wh.storage, url):
+            yield rec["track_id"]
+
+
 def read_catalog_bucket(wh: Warehouse, date: dt.date, bucket: int, manifest: Manifest | None = None
                         ) -> Iterator[CatalogRow]:
     """Stream one bucket of the catalog of ``date`` in track id order."""
