@@ -31,6 +31,7 @@ from pipeline.errors import InvalidDocumentError
 from pipeline.formats.analysis import to_record
 from pipeline.ops.quality import analysis_values, range_problem
 from pipeline.source.document import decode_body, unwrap
+from pipeline.source.limits import relax_gc_for_documents
 
 BATCH = 32
 BATCH_BYTES = 8 * 1024 * 1024
@@ -55,6 +56,11 @@ def convert(body: bytes, key: str, content_encoding: str | None, max_bytes: int,
         return True, record
     except InvalidDocumentError as exc:
         return False, str(exc)
+
+
+def _init_converter() -> None:
+    """In each converter process, once this module (numpy, orjson, the schema) is imported: see limits.py."""
+    relax_gc_for_documents()
 
 
 def _convert_batch(jobs: list[tuple], max_bytes: int) -> list[tuple[bool, dict | str]]:
@@ -95,7 +101,7 @@ def forkserver() -> multiprocessing.context.ForkServerContext:
 def converter_pool(processes: int) -> Iterator[ProcessPoolExecutor]:
     """A pool of ``processes`` converters for one chunk, shut down (queued work cancelled) when it ends."""
     mark_pool_used()
-    executor = ProcessPoolExecutor(max_workers=processes, mp_context=forkserver())
+    executor = ProcessPoolExecutor(max_workers=processes, mp_context=forkserver(), initializer=_init_converter)
     switch = sys.getswitchinterval()
     # The pool is fed and drained by its management thread, which needs the GIL that the writing
     # thread holds for up to the switch interval at a time: at the default 5 ms the converters sat

@@ -22,7 +22,7 @@ from pipeline.ops.quality import analysis_values, range_problem
 from pipeline.source.base import FAILED, INVALID, MISSING, OK, Fetched, Source
 from pipeline.source.catalog import CatalogRow
 from pipeline.source.document import decode_body, unwrap
-from pipeline.source.limits import BodyTooLarge, MemoryBudget, limit_malloc_arenas
+from pipeline.source.limits import BodyTooLarge, MemoryBudget, limit_malloc_arenas, relax_gc_for_documents
 
 INGESTED = "ingested"
 
@@ -178,6 +178,7 @@ def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, 
     """
     budget = MemoryBudget(concurrency, max_bytes)
     limit_malloc_arenas()  # before the threads exist: per-thread arenas would keep each thread's peak
+    relax_gc_for_documents()  # the collector would rescan the whole heap every few documents
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
         if processes <= 1 or not may_use_processes():
             yield from _in_order(pool, lambda item: process(source, item, max_bytes, budget), items, concurrency)
