@@ -137,9 +137,9 @@ class ingest(luigi.Config):  # noqa: N801
     )
     processes = luigi.IntParameter(
         default=0, significant=False,
-        description="Processes that decode, validate and pack one chunk's documents (0, the default: every core of "
-                    "the host; 1: in the downloading threads). Does not change how many chunks hit the source "
-                    "at once ([resources] s3_ingest) nor the output.",
+        description="Processes that decode, validate and pack one chunk's documents (0, the default: the host's "
+                    "cores divided by [resources] s3_ingest, the chunks that may run at once; 1: in the downloading "
+                    "threads). Does not change how many chunks hit the source at once nor the output.",
     )
 
 

@@ -29,7 +29,14 @@ def chunk() -> ChunkSettings:
     src, ing = config.source(), config.ingest()
     return ChunkSettings(src.concurrency, src.max_document_bytes, src.unreachable_after, ing.failure_ratio,
                          ing.records_per_part, ing.codec, quality(), invalid_ratio=ing.invalid_ratio,
-                         processes=default_processes(ing.processes))
+                         processes=default_processes(ing.processes, _chunks_at_once()))
+
+
+def _chunks_at_once() -> int:
+    """``[resources] s3_ingest``: how many chunks this host may run side by side."""
+    import luigi.configuration
+
+    return luigi.configuration.get_config().getint("resources", "s3_ingest", 1)
 
 
 def catalog_sort() -> SortSettings:

@@ -38,9 +38,13 @@ BATCH_BYTES = 8 * 1024 * 1024
 SWITCH_INTERVAL = 0.0005  # seconds; CPython's default is 0.005
 
 
-def default_processes(configured: int) -> int:
-    """``[ingest] processes``: 0 means every core of the host."""
-    return configured if configured > 0 else (os.cpu_count() or 1)
+def default_processes(configured: int, chunks_at_once: int = 1) -> int:
+    """``[ingest] processes``: 0 shares the host's cores among the chunks that may run at once on it.
+
+    With ``[resources] s3_ingest = 2`` and ``luigi --workers 2`` two chunks already keep two cores
+    busy; a pool per chunk on top would only add pickling (measured slower, docs/performance.md).
+    """
+    return configured if configured > 0 else max(1, (os.cpu_count() or 1) // max(1, chunks_at_once))
 
 
 def convert(body: bytes, key: str, content_encoding: str | None, max_bytes: int, track_id: str,
