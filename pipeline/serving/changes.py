@@ -8,6 +8,12 @@ therefore diffed per bucket from their record indexes alone: a track is *kept* w
 it is only in the parent. Only the changed and added records' bytes are sliced out of today's
 parts (no decoding of the rest); the store receives those bytes as they are (the attributes
 record's Avro binary encoding is the store's value).
+
+Everything streams, so a daily publish's memory does not grow with the bucket (nor the
+catalogue): the two indexes are read as numpy columns one part at a time
+(``pipeline.serving.index_columns``), merged in id order by ``diff_columns``, and the bytes of
+each change are sliced from today's part files as the merge reaches them, one decompressed block
+at a time. What is held is at most one part's index per day plus ``CHUNK`` changes.
 """
 
 from __future__ import annotations

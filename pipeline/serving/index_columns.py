@@ -16,6 +16,7 @@ The schema is the integrator's (``pipeline/formats/record_index.avsc``): only th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -63,31 +64,39 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _varints(u8: np.ndarray, pos: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``count`` consecutive zigzag varints from ``pos``, vectorised: (values, end offset of each).
+def _varints(u8: np.ndarray, pos: int, count: int, chunk: int = 8192) -> tuple[np.ndarray, int]:
+    """Up to ``count`` consecutive zigzag varints from ``pos``, vectorised: (values, position after the last).
 
-    Fewer come back when the buffer ends first; the caller takes as many as it needs.
+    Fewer come back when the buffer ends first; the caller takes as many as it needs. Chunked, so
+    that the per-byte temporaries stay small whatever the part's size.
     """
-    window = u8[pos:pos + count * _LONG_BYTES]
-    ends = np.flatnonzero(window < 0x80)[:count]
-    if not len(ends):
-        return np.empty(0, np.int64), ends
-    starts = np.empty(len(ends), np.int64)
-    starts[0], starts[1:] = 0, ends[:-1] + 1
-    sizes = ends - starts + 1
-    if int(sizes.max()) > _LONG_BYTES:
-        raise _Unexpected("varint longer than 10 bytes")
-    stop = int(ends[-1]) + 1
-    shift = (np.arange(stop) - np.repeat(starts, sizes)) * 7
-    raw = np.add.reduceat((window[:stop] & 0x7F).astype(np.uint64) << shift.astype(np.uint64), starts)
-    values = (raw >> np.uint64(1)).astype(np.int64) ^ -(raw & np.uint64(1)).astype(np.int64)
-    return values, pos + ends + 1
+    out: list[np.ndarray] = []
+    while count > 0:
+        n = min(count, chunk)
+        window = u8[pos:pos + n * _LONG_BYTES]
+        ends = np.flatnonzero(window < 0x80)[:n]
+        if not len(ends):
+            break
+        starts = np.empty(len(ends), np.int64)
+        starts[0], starts[1:] = 0, ends[:-1] + 1
+        sizes = ends - starts + 1
+        if int(sizes.max()) > _LONG_BYTES:
+            raise _Unexpected("varint longer than 10 bytes")
+        stop = int(ends[-1]) + 1
+        shift = ((np.arange(stop) - np.repeat(starts, sizes)) * 7).astype(np.uint64)
+        raw = np.add.reduceat((window[:stop] & 0x7F).astype(np.uint64) << shift, starts)
+        out.append((raw >> np.uint64(1)).astype(np.int64) ^ -(raw & np.uint64(1)).astype(np.int64))
+        pos += stop
+        count -= len(ends)
+        if len(ends) < n:
+            break
+    return (np.concatenate(out) if out else np.empty(0, np.int64)), pos
 
 
 class _Parser:
     """Parses the record index entries of one block's bytes, in order."""
 
-    def __init__(self, buf: bytes):
+    def __init__(self, buf: bytes | memoryview):
         self.buf, self.u8, self.pos = buf, np.frombuffer(buf, np.uint8), 0
 
     def string(self) -> bytes:
@@ -95,7 +104,7 @@ class _Parser:
         end = self.pos + size
         if size < 0 or end > len(self.buf):
             raise _Unexpected("string past the end")
-        out, self.pos = self.buf[self.pos:end], end
+        out, self.pos = bytes(self.buf[self.pos:end]), end
         return out
 
     def strings(self) -> np.ndarray:
@@ -136,17 +145,16 @@ class _Parser:
         return np.concatenate(parts)
 
     def _int_items(self, count: int) -> np.ndarray:
-        values, ends = _varints(self.u8, self.pos, count)
+        values, self.pos = _varints(self.u8, self.pos, count)
         if len(values) < count:
             raise _Unexpected("array past the end")
-        self.pos = int(ends[-1])
         return values
 
     def _union_items(self, count: int) -> np.ndarray:
-        values, ends = _varints(self.u8, self.pos, 2 * count)
-        if len(values) >= 2 * count and (values[0:2 * count:2] == 1).all():  # no null: branch, value, branch, ...
-            self.pos = int(ends[2 * count - 1])
-            return values[1:2 * count:2].astype(np.float64)
+        values, end = _varints(self.u8, self.pos, 2 * count)
+        if len(values) == 2 * count and (values[0::2] == 1).all():  # no null: branch, value, branch, ...
+            self.pos = end
+            return values[1::2].astype(np.float64)
         out = np.empty(count, np.float64)
         for i in range(count):  # nulls present: walk branch by branch
             branch, self.pos = _varint(self.buf, self.pos)
@@ -179,7 +187,7 @@ def _from_record(record: dict) -> PartColumns:
                        np.asarray(record["lengths"], np.int64))
 
 
-def parse_block(buf: bytes, num_records: int) -> list[PartColumns]:
+def parse_block(buf: bytes | memoryview, num_records: int) -> list[PartColumns]:
     """The entries encoded in one block's (decompressed) bytes; ``CorruptFileError``-free: raises ValueError."""
     parser = _Parser(buf)
     try:
@@ -196,6 +204,16 @@ def _index_fingerprint() -> str:
     return fingerprint(RECORD_INDEX)
 
 
+def _parse(block) -> list[PartColumns]:
+    """Parse a block's bytes in place (a view, not a copy: a part's entry is ~6 MB decompressed)."""
+    view = block.bytes_.getbuffer()
+    try:
+        return parse_block(view, block.num_records)
+    finally:
+        with contextlib.suppress(BufferError):  # a traceback may still hold the parser's array
+            view.release()
+
+
 def read_columns(storage: Storage, index_url: str) -> Iterator[PartColumns]:
     """The entries of a bucket's record index, one per part file, in part order, as columns."""
     try:
@@ -203,10 +221,10 @@ def read_columns(storage: Storage, index_url: str) -> Iterator[PartColumns]:
             reader = fastavro.block_reader(f)
             fast = schema_fingerprint(reader.writer_schema) == _index_fingerprint()
             for block in reader:
-                if fast:
-                    yield from parse_block(block.bytes_.getvalue(), block.num_records)
-                else:  # another (older) index schema: let fastavro resolve it
-                    yield from (_from_record(r) for r in block)
+                entries = _parse(block) if fast else [_from_record(r) for r in block]  # older schema: fastavro
+                block.bytes_.close()  # the reader keeps its last block: free the decompressed bytes now
+                del block
+                yield from entries
     except (OSError, PipelineError):
         raise
     except Exception as exc:  # truncated blocks, bad codecs, garbage: whatever fastavro, cramjam or the parser raise
