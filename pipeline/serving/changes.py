@@ -183,7 +183,7 @@ class _PartBytes:
         self.close()
         self.number, self._lengths = number, part.lengths
         self._url = self.wh.layout.file_url(layout.ATTRIBUTES, self.date, part.part)
-        self._file = self.wh.storage.open_read(self._url).__enter__()
+        self._file = self.wh.storage.open_read(self._url)
         self._blocks = fastavro.block_reader(self._file)
         self._first = self._last = 0
 
