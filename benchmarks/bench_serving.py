@@ -66,11 +66,15 @@ def publish_main(argv: list[str]) -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime  # the imports are not the publish's
     with open_store(args.store, json.loads(args.settings)) as store:
         result = publish_snapshot(fx.warehouse(args.root), args.date, store, args.index_dir, batch_size=1000,
                                   concurrency=args.concurrency)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"mode": result.mode, "records": result.records, "rows_written": result.loaded,
                       "seconds": round(time.perf_counter() - started, 2),
+                      "cpu_s": round(usage.ru_utime + usage.ru_stime - cpu_before, 2),
                       "steps_s": {k: round(v, 2) for k, v in result.seconds.items()},
                       "peak_rss_mb": peak_rss_mb()}))
 
@@ -86,11 +90,14 @@ def peak_rss_mb() -> float:
 
 
 def publish(root: Path, date, kind: str, settings: dict, index_dir: Path, concurrency: int) -> dict:
+    """One publish in its own process; with the machine's 1-minute load average before and after it."""
+    load = os.getloadavg()[0]
     out = subprocess.run([sys.executable, "-m", "benchmarks.bench_serving", "publish", "--root", str(root),
                           "--date", layout.format_date(date), "--store", kind, "--settings", json.dumps(settings),
                           "--index-dir", str(index_dir), "--concurrency", str(concurrency)],
                          check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**result, "load_avg": [round(load, 1), round(os.getloadavg()[0], 1)]}
 
 
 # ----------------------------------------------------------------------- sizes
@@ -211,6 +218,7 @@ def scale(n: int, root: Path, redis_url: str, scratch: Path, requests: int, quer
         size = store_bytes(kind, settings) - empty
         daily = publish(wh.layout.root.removeprefix("file://"), fx.DAY2, kind, settings, index_dir, concurrency)
         row = {"full": full, "daily": daily, "daily_over_full": round(daily["seconds"] / full["seconds"], 4),
+               "daily_over_full_cpu": round(daily["cpu_s"] / max(full["cpu_s"], 1e-9), 4),
                "bytes_per_record": round(size / n, 1),
                "bytes_over_avro": round(size / n / result["avro_bytes_per_record"], 2)}
         if kind == "sqlite":

@@ -234,3 +234,29 @@ def test_the_documented_publish_commands(days, tmp_path):
     with open_store("sqlite", settings) as store:
         assert store.active_version() == V2 and store.base_of(V3) == V3
         assert store.get_many(list(stored_records(wh, DAY2))) == stored_records(wh, DAY2)
+
+
+def test_the_streamed_daily_index_does_not_depend_on_chunk_or_block_sizes(days, tmp_path, monkeypatch):
+    """Day 3 builds on day 2's delta: merged in chunks of 3 changes and 5-row reads, the index is the same."""
+    import numpy as np
+
+    from pipeline.serving import changes, daily_delta
+    from tests.serving_support import open_store, store_settings
+
+    wh, _ = days
+    built = {}
+    for label, chunk, block in (("default", changes.CHUNK, daily_delta.BLOCK), ("tiny", 3, 5)):
+        monkeypatch.setattr(changes, "CHUNK", chunk)
+        monkeypatch.setattr(daily_delta, "BLOCK", block)
+        (tmp_path / label).mkdir()
+        with open_store("sqlite", store_settings("sqlite", tmp_path / label)) as store:
+            for day in (DAY1, DAY2, DAY3):
+                assert publish_snapshot(wh, day, store, tmp_path / label).mode == ("full" if day == DAY1 else "daily")
+        index = SimilarityIndex.open(index_path(tmp_path / label, V3))
+        assert index.delta is not None
+        built[label] = (index.meta["drift"], index.dead.tolist(), index.delta.bucket_offsets.tolist(),
+                        np.fromfile(index.directory / "delta.rows", "u1").tobytes())
+    assert built["tiny"] == built["default"]
+    drift, dead, _, _ = built["default"]
+    assert DROP + CHANGE < len(dead) <= 2 * (DROP + CHANGE)  # the base rows both days dropped or changed
+    assert drift >= len(dead)

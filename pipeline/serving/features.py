@@ -262,6 +262,18 @@ class RowSpill:
         self._buf[self._used] = row
         self._append(row["id"].decode())
 
+    def add_rows(self, rows: np.ndarray) -> None:
+        """Append filled ``ROW`` records, already sorted by id (checked, vectorised)."""
+        if not len(rows):
+            return
+        ids = rows["id"]
+        if ids[0] <= self._last or bool((ids[1:] <= ids[:-1]).any()):
+            raise PublishError("track ids are out of order or duplicated in the snapshot")
+        self._flush()
+        self._file.write(np.ascontiguousarray(rows, ROW).tobytes())
+        self.n += len(rows)
+        self._last = bytes(ids[-1])
+
     def _append(self, track_id: str) -> None:
         row = self._buf[self._used]
         if row["id"] <= self._last:

@@ -35,14 +35,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from pipeline import layout
 from pipeline.manifest import Manifest
-from pipeline.serving import cells
 from pipeline.serving.changes import bucket_changes, diffable, full_records
+from pipeline.serving.daily_delta import DailyDelta
 from pipeline.serving.errors import PublishError
-from pipeline.serving.features import ROW, RowSpill, feature_row
+from pipeline.serving.features import RowSpill
 from pipeline.serving.similarity import SimilarityIndex, index_path, write_daily, write_full
 from pipeline.serving.stores.base import AttributeStore
 from pipeline.warehouse import Warehouse
@@ -181,67 +179,27 @@ def _short(store: AttributeStore, wh: Warehouse, date: dt.date, result: PublishR
                         "unchanged, rerun the publish")
 
 
-class _DailyDelta:
-    """Today's changes, bucket by bucket, merged with the parent's delta rows into the new delta's spill."""
-
-    def __init__(self, parent: SimilarityIndex, scratch: Path):
-        self.parent = parent
-        self.spill = RowSpill(str(scratch / "delta.spill"))
-        self.dead: list[np.ndarray] = [parent.dead]
-        self.new_tracks = 0  # delta rows of tracks not in the base: with the dead rows, the drift
-        self._old = None
-        if parent.delta is not None:
-            seg = parent.delta
-            self._old = (np.memmap(parent.directory / "delta.rows", ROW, "r", shape=(seg.n,)), seg.bucket_offsets)
-
-    def bucket(self, bucket: int, changes: list) -> None:
-        touched = {c.track_id for c in changes}
-        rows: dict[str, np.ndarray] = {}
-        if self._old is not None:
-            old, offsets = self._old
-            for row in np.array(old[offsets[bucket]:offsets[bucket + 1]]):
-                tid = row["id"].decode()
-                if tid not in touched:
-                    rows[tid] = row
-        for change in changes:
-            if change.raw is not None:
-                one = np.zeros(1, ROW)
-                feature_row(cells.decode(change.raw), one[0])
-                rows[change.track_id] = one[0]
-        dead = [r for r in (self.parent.base.row_of(c.track_id) for c in changes) if r is not None]
-        if dead:
-            self.dead.append(np.asarray(dead, np.int64))
-        for tid in sorted(rows):
-            self.spill.add_row(rows[tid])
-            self.new_tracks += self.parent.base.row_of(tid) is None
-        self.spill.end_bucket()
-
-    def finish(self) -> tuple[int, np.ndarray, int]:
-        """(delta rows, sorted dead base rows, drift: tracks that differ from the base)."""
-        self.spill.close()
-        dead = np.unique(np.concatenate(self.dead))
-        return self.spill.n, dead, len(dead) + self.new_tracks
-
-
 def _daily(wh: Warehouse, date: dt.date, manifest: Manifest, store: AttributeStore, result: PublishResult,
            index_dir: Path, scratch: Path, batch_size: int, concurrency: int) -> None:
     version, parent = result.version, result.parent
     assert parent is not None
     parent_date = layout.parse_date(parent)
     parent_index = SimilarityIndex.open(index_path(index_dir, parent))
-    delta = _DailyDelta(parent_index, scratch)
+    delta = DailyDelta(parent_index, scratch, manifest.buckets)
     counts = {"added": 0, "changed": 0, "dropped": 0}
     changed_ids = scratch / "changed.ids"  # for the verification: on disk, not in memory
 
     def writes():
         with open(changed_ids, "w", encoding="ascii") as ids:
             for bucket in range(manifest.buckets):
-                changes = bucket_changes(wh, parent_date, date, bucket)
-                for change in changes:
-                    counts[change.kind] += 1
-                    ids.write(change.track_id + "\n")
-                    yield change.track_id, change.raw
-                delta.bucket(bucket, changes)
+                delta.start_bucket(bucket)
+                for chunk in bucket_changes(wh, parent_date, date, bucket):  # streamed: a part at a time
+                    for change in chunk:
+                        counts[change.kind] += 1
+                        ids.write(change.track_id + "\n")
+                        yield change.track_id, change.raw
+                    delta.add(chunk)
+                delta.end_bucket()
 
     started = time.perf_counter()
     if not store.is_verified(version):

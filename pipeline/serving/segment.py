@@ -174,16 +174,21 @@ class Segment:
     """A segment opened read-only: columns memory-mapped, centroids and offsets in memory (small)."""
 
     def __init__(self, directory: Path, name: str, meta: dict, centroids: np.ndarray):
+        self.directory, self.name = directory, name
         self.n, self.nlist, self.buckets = meta["rows"], meta["nlist"], meta["buckets"]
         self.bucket_offsets = np.asarray(meta["bucket_offsets"], np.int64)
         self.centroids = centroids
         self.offsets = np.fromfile(directory / f"{name}.offsets.i8", np.int64)
         for column, (dtype, shape) in COLUMNS.items():
-            path = directory / f"{name}.{column}.{_suffix(column)}"
+            path = self.column_path(column)
             value = (np.memmap(path, dtype, "r", shape=(self.n, *shape)) if self.n
                      else np.empty((0, *shape), dtype))
             setattr(self, column, value)
         self.listed = int(self.offsets[-1])  # rows [0, listed) are in lists; the rest have no features
+
+    def column_path(self, column: str) -> Path:
+        """The file of one column (for readers that stream it rather than map it)."""
+        return self.directory / f"{self.name}.{column}.{_suffix(column)}"
 
     def row_of(self, track_id: str) -> int | None:
         """Bucket of the id, then binary search among that bucket's sorted ids."""
