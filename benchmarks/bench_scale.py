@@ -43,6 +43,7 @@ from pipeline.demo.synthetic import CatalogSimulation, synth_analysis
 
 D0 = dt.date(2026, 11, 26)
 BUCKETS = 20
+BUCKETS_ENV = "BENCH_SCALE_BUCKETS"  # --buckets: e.g. 2 buckets at 100k hold 1M's bucket size (a worker's memory)
 POOL = 256  # distinct small documents; a track's document is picked by a hash of (id, version)
 
 
@@ -85,7 +86,7 @@ def seed_source(folder: Path, sim: CatalogSimulation, day: int, docs, since_day:
 def write_cfg(path: Path, root: Path, **sections) -> Path:
     base = {
         "core": {"autoload_range": "false"},
-        "warehouse": {"root": f"file://{root / 'warehouse'}", "buckets": BUCKETS},
+        "warehouse": {"root": f"file://{root / 'warehouse'}", "buckets": int(os.environ.get(BUCKETS_ENV, BUCKETS))},
         "source": {"url": f"file://{root.parent / 'source'}/", "concurrency": 16},
         "pipeline": {"start_date": D0.isoformat()},
         "compaction": {"every_days": 2, "max_incremental_ratio": 10.0},
@@ -128,8 +129,9 @@ def run_step(task: str, date: str) -> None:
     sys.exit(0 if ok else 1)
 
 
-def _tree(pid: int, cpu: dict[int, float]) -> int:
-    """Resident bytes of a process and all its descendants (from /proc); records each one's CPU seconds."""
+def _tree(pid: int, cpu: dict[int, float], sys_cpu: dict[int, float]) -> int:
+    """Resident bytes of a process and all its descendants (from /proc); records each one's CPU seconds
+    (and, in ``sys_cpu``, the kernel's share of them)."""
     children: dict[int, list[int]] = {}
     stats: dict[int, list[bytes]] = {}
     for entry in os.listdir("/proc"):
@@ -149,6 +151,7 @@ def _tree(pid: int, cpu: dict[int, float]) -> int:
             fields = stats[p]
             total += int(fields[21]) * PAGE
             cpu[p] = max(cpu.get(p, 0.0), (int(fields[11]) + int(fields[12])) / TICKS)
+            sys_cpu[p] = max(sys_cpu.get(p, 0.0), int(fields[12]) / TICKS)
         todo.extend(children.get(p, ()))
     return total
 
@@ -166,11 +169,12 @@ def measure(cmd: list[str], env: dict) -> dict:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peak = [0]
     cpu: dict[int, float] = {}
+    sys_cpu: dict[int, float] = {}
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], _tree(proc.pid, cpu))
+            peak[0] = max(peak[0], _tree(proc.pid, cpu, sys_cpu))
             done.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -186,7 +190,8 @@ def measure(cmd: list[str], env: dict) -> dict:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{text[-4000:]}")
     waited = usage.ru_utime + usage.ru_stime
     result = {"wall_s": round(wall, 2), "cpu_s": round(max(waited, sum(cpu.values())), 2),
-              "cpu_waited_s": round(waited, 2), "processes_seen": len(cpu),
+              "cpu_waited_s": round(waited, 2), "cpu_sys_s": round(max(usage.ru_stime, sum(sys_cpu.values())), 2),
+              "processes_seen": len(cpu),
               "max_process_rss_mb": round(usage.ru_maxrss / 1024, 1), "tree_rss_mb": round(peak[0] / 2**20, 1),
               "load_1min": round(os.getloadavg()[0], 1)}
     last = text.strip().splitlines()[-1] if text.strip() else ""
@@ -333,6 +338,8 @@ def main() -> None:
     parser.add_argument("--compare-only", action="store_true",
                         help="only the single-process vs default runs of the full ingest and attributes")
     parser.add_argument("--scratch", default=None, help="parent folder for the scratch data (default: $TMPDIR)")
+    parser.add_argument("--buckets", type=int, default=BUCKETS, help="warehouse buckets (default: %(default)s)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (to profile a step afterwards)")
     parser.add_argument("--name", default=None, help="results file name (default: scale or scale_real)")
     parser.add_argument("--merge", nargs=2, metavar=("SMALL", "LARGE"),
                         help="combine two results files (e.g. scale_100k scale_1m) into --name with growth factors")
@@ -345,11 +352,18 @@ def main() -> None:
         _save(args, runs)
         print(table(runs))
         return
+    os.environ[BUCKETS_ENV] = str(args.buckets)
     runs = []
     for n in (int(s) for s in args.sizes.split(",")):
-        with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-", dir=args.scratch) as scratch:
-            runs.append(sequence(n, Path(scratch), args.real, args.segments, compare=not args.no_compare,
-                                 compare_only=args.compare_only))
+        scratch = tempfile.mkdtemp(prefix=f"bench-scale-{n}-", dir=args.scratch)
+        try:
+            runs.append({**sequence(n, Path(scratch), args.real, args.segments, compare=not args.no_compare,
+                                    compare_only=args.compare_only), "buckets": args.buckets})
+        finally:
+            if args.keep:
+                print(f"kept {scratch}", flush=True)
+            else:
+                shutil.rmtree(scratch, ignore_errors=True)
         _save(args, runs)
     print(table(runs))
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from pipeline.formats import RECORD_INDEX, header_schema, schema
+from pipeline.formats.index_columns import PartColumns, parse_block, read_columns
 from pipeline.serving.changes import KINDS, diff_columns
-from pipeline.serving.index_columns import PartColumns, parse_block, read_columns
 from pipeline.storage import LocalStorage
 
 ALPHABET = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", "S1")
@@ -65,6 +65,23 @@ def test_the_column_reader_agrees_with_fastavro_on_every_encoding(records, tmp_p
     got = list(read_columns(LocalStorage(), f"file://{path}"))
     assert len(got) == len(records) and all(same(c, r) for c, r in zip(got, records, strict=True))
     assert got[0].ids.dtype == np.dtype("S22")  # the fast path: one strided view, no Python string per id
+
+
+def test_value_rows_are_read_when_asked_for_and_skipped_otherwise(records, tmp_path):
+    """The daily attributes keep yesterday's records with their value rows, read as columns (kept_runs.py)."""
+    path = tmp_path / "records-00000.avro"
+    with open(path, "wb") as f:
+        fastavro.writer(f, header_schema(RECORD_INDEX), records, codec="snappy")
+    for with_values in (True, False):
+        got = list(read_columns(LocalStorage(), f"file://{path}", with_values=with_values))
+        assert all(same(c, r) for c, r in zip(got, records, strict=True))
+        for columns, record in zip(got, records, strict=True):
+            assert columns.value_fields == tuple(record["value_fields"])
+            if with_values:
+                want = np.frombuffer(record["values"], "<f8").reshape(len(record["track_ids"]), 2)
+                assert np.array_equal(columns.values, want)
+            else:
+                assert columns.values is None
 
 
 def test_arrays_written_in_several_blocks_with_byte_sizes_parse_like_fastavro(records):

@@ -17,10 +17,10 @@ import numpy as np
 
 from pipeline import layout
 from pipeline.formats.avro_select import read_selected
-from pipeline.formats.record_index import read_index
+from pipeline.formats.index_columns import read_columns
 from pipeline.warehouse import Warehouse
 
-Versions = tuple[list[str], list[int | None]]  # ids and source_updated_at of a run of records, in id order
+Versions = tuple[np.ndarray, np.ndarray]  # ids (UTF-8 bytes) and source_updated_at (NaN: null) of a run, in id order
 CHUNK = 8192
 
 
@@ -32,8 +32,8 @@ def previous_versions(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[Ver
         return None
 
     def versions() -> Iterator[Versions]:
-        for part in read_index(wh.storage, wh.layout.file_url(layout.ATTRIBUTES, date, entry.record_index)):
-            yield part["track_ids"], part["source_updated_at"]
+        for part in read_columns(wh.storage, wh.layout.file_url(layout.ATTRIBUTES, date, entry.record_index)):
+            yield part.ids, part.updated
 
     return versions()
 
@@ -43,15 +43,15 @@ class _Through:
 
     def __init__(self, blocks: Iterable[Versions]):
         self.blocks = iter(blocks)
-        self.ids, self.versions = np.empty(0, "U1"), np.empty(0)
+        self.ids, self.versions = np.empty(0, "S1"), np.empty(0)
 
-    def take(self, last: str) -> tuple[np.ndarray, np.ndarray]:
+    def take(self, last: bytes) -> tuple[np.ndarray, np.ndarray]:
         ids, versions = [self.ids], [self.versions]
         while not len(self.ids) or self.ids[-1] <= last:
             block = next(self.blocks, None)
             if block is None:
                 break
-            self.ids, self.versions = np.asarray(block[0]), np.array(block[1], dtype=np.float64)  # None → NaN
+            self.ids, self.versions = np.asarray(block[0]), np.asarray(block[1], dtype=np.float64)
             ids.append(self.ids)
             versions.append(self.versions)
         all_ids, all_versions = np.concatenate(ids), np.concatenate(versions)
@@ -68,9 +68,9 @@ def changed_flags(index: Iterable[dict], previous: Iterable[Versions]) -> Iterat
     through = _Through(previous)
     records = iter(index)
     while chunk := list(itertools.islice(records, CHUNK)):
-        ids = np.asarray([r["track_id"] for r in chunk])
+        ids = np.asarray([r["track_id"].encode() for r in chunk])
         versions = np.array([r["source_updated_at"] for r in chunk], dtype=np.float64)
-        old_ids, old_versions = through.take(chunk[-1]["track_id"])
+        old_ids, old_versions = through.take(ids[-1])
         at = np.minimum(np.searchsorted(old_ids, ids), max(len(old_ids) - 1, 0))
         if len(old_ids):
             same = (old_ids[at] == ids) & ((old_versions[at] == versions)

@@ -26,6 +26,7 @@ from pipeline.attributes.summary import VALUE_FIELDS, BucketStats, row_of
 from pipeline.formats import ATTRIBUTES, fingerprint
 from pipeline.formats.arrays import arrays
 from pipeline.formats.avro_raw import read_raw
+from pipeline.formats.index_columns import read_columns
 from pipeline.formats.record_index import Entry, IndexedPartsWriter, copyable, read_entries, read_index
 from pipeline.manifest import BucketManifest
 from pipeline.snapshots.merge import merge_newest
@@ -124,7 +125,8 @@ def _build_in_runs(wh: Warehouse, task: BucketTask, inputs: list[str]) -> Bucket
     """``build_bucket`` of an ordinary day with yesterday's records copied in runs (kept_runs.py)."""
     date, previous = layout.parse_date(task.date), layout.parse_date(task.previous)
     entry = wh.manifest(layout.ATTRIBUTES, previous).bucket(task.bucket)
-    parts = read_index(wh.storage, wh.layout.file_url(layout.ATTRIBUTES, previous, entry.record_index))
+    parts = read_columns(wh.storage, wh.layout.file_url(layout.ATTRIBUTES, previous, entry.record_index),
+                         with_values=True)
     yesterday_ = Yesterday(wh.storage, parts, lambda name: wh.layout.file_url(layout.ATTRIBUTES, previous, name))
     stats = BucketStats(z_threshold=task.z_threshold)
     catalog_ids = read_catalog_ids(wh, date, task.bucket)

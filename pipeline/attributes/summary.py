@@ -45,16 +45,16 @@ class BucketStats:
     keys: np.ndarray = field(default_factory=lambda: np.zeros(12, dtype=np.int64))
     modes: np.ndarray = field(default_factory=lambda: np.zeros(2, dtype=np.int64))
     quality: QualityStats = field(default_factory=lambda: QualityStats(ATTRIBUTE_RANGES))
-    _ids: list[str] = field(default_factory=list)
+    _ids: list[Sequence[str] | np.ndarray] = field(default_factory=list)  # id blocks, as given
     _rows: list[np.ndarray] = field(default_factory=list)  # row blocks, in record order
     _pending: int = 0
 
     def observe(self, track_id: str, row: Sequence[float]) -> None:
         self.observe_many([track_id], np.asarray(row, dtype=np.float64).reshape(1, -1))
 
-    def observe_many(self, track_ids: Sequence[str], rows: np.ndarray) -> None:
-        """``observe`` for a run of records at once (their rows as a matrix)."""
-        self._ids.extend(track_ids)
+    def observe_many(self, track_ids: Sequence[str] | np.ndarray, rows: np.ndarray) -> None:
+        """``observe`` for a run of records at once (their rows as a matrix; ids as str, or ASCII bytes)."""
+        self._ids.append(track_ids)
         self._rows.append(rows)
         self._pending += len(rows)
         if self._pending >= BATCH:
@@ -73,7 +73,7 @@ class BucketStats:
         self.keys += _counts(col["key"], 12)
         self.modes += _counts(col["mode"], 2)
         loudness = np.where(np.isnan(col["loudness"]), col["loudness_mean"], col["loudness"])
-        self.quality.observe_columns(self._ids, {**{n: col[n] for n in ATTRIBUTE_RANGES if n in col},
+        self.quality.observe_columns(_Ids(self._ids), {**{n: col[n] for n in ATTRIBUTE_RANGES if n in col},
                                                  "loudness": loudness}, col["segment_rate"])
         self._ids, self._rows, self._pending = [], [], 0
 
@@ -85,6 +85,21 @@ class BucketStats:
                 "summary": {"tempo_histogram": {"edges": TEMPO_EDGES, "counts": self.tempo.tolist()},
                             "key_histogram": self.keys.tolist(), "mode_counts": self.modes.tolist()},
                 "quality": self.quality.report(self.z_threshold)}
+
+
+class _Ids(Sequence[str]):
+    """The ids of the pending blocks as one sequence, without joining them (only the few flagged are looked up)."""
+
+    def __init__(self, blocks: list):
+        self.blocks, self.ends = blocks, np.cumsum([len(b) for b in blocks])
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def __getitem__(self, i):
+        block = int(np.searchsorted(self.ends, i, side="right"))
+        value = self.blocks[block][i - (int(self.ends[block - 1]) if block else 0)]
+        return value.decode() if isinstance(value, bytes) else value
 
 
 def _counts(values: np.ndarray, size: int) -> np.ndarray:

@@ -49,8 +49,9 @@ class IndexedPartsWriter(AbortOnError):
 
     Every record comes with its index ``row``: floats in ``value_fields`` order, NaN for null.
     The index file appears (atomically) only on ``close``, after the last part; an empty bucket has none.
-    Until a part is full its entries wait in flat arrays (8 bytes a value, not a Python float each):
-    a part of 50,000 records holds ~8 MB here, not the ~30 MB of lists of floats.
+    Until a part is full its entries wait in flat arrays (8 bytes a value, not a Python float each), and
+    runs of copied records keep their ids and versions as the arrays they came in (``write_raw_run``):
+    they become the Python lists fastavro encodes only when the part's entry is written.
     """
 
     def __init__(self, storage: Storage, part_url: Callable[[int], str], index_url: str, schema_name: str,
@@ -63,8 +64,9 @@ class IndexedPartsWriter(AbortOnError):
         self._reset()
 
     def _reset(self) -> None:
-        self._ids: list[str] = []
-        self._updated: list[int | None] = []
+        self._ids: list[list[str] | np.ndarray] = [[]]  # chunks: lists of new records' ids, arrays of runs
+        self._updated: list[list[int | None] | np.ndarray] = [[]]  # the same chunks' versions (NaN: null)
+        self._count = 0
         self._lengths = array("q")
         self._values = array("d")
 
@@ -77,10 +79,14 @@ class IndexedPartsWriter(AbortOnError):
         """Copy an already-encoded record (same schema) and index it."""
         self._add(track_id, source_updated_at, self.parts.write_raw(raw), row)
 
-    def write_raw_run(self, data, lengths: np.ndarray, track_ids: Sequence[str],
-                      source_updated_at: Sequence[int | None], rows: np.ndarray) -> None:
+    def write_raw_run(self, data, lengths: np.ndarray, track_ids: np.ndarray, source_updated_at: np.ndarray,
+                      rows: np.ndarray) -> None:
         """Copy a run of already-encoded records (concatenated in ``data``) and index them: the same files
-        as ``write_raw`` record by record, at a fraction of the cost (parts and blocks end at the same records)."""
+        as ``write_raw`` record by record, at a fraction of the cost (parts and blocks end at the same records).
+
+        ``track_ids`` are ASCII bytes (an ``S`` array), ``source_updated_at`` floats with NaN for null
+        (exact for epoch seconds), as ``index_columns.read_columns`` reads them.
+        """
         if rows.shape != (len(lengths), len(self.fields)):
             raise ValueError(f"index rows of shape {rows.shape} for {len(lengths)} records "
                              f"of {len(self.fields)} values")
@@ -90,8 +96,9 @@ class IndexedPartsWriter(AbortOnError):
             stop = done + min(self.parts.room(), len(lengths) - done)
             end = int(ends[stop - 1])
             self.parts.write_raw_run(data[start:end], lengths[done:stop])
-            self._ids.extend(track_ids[done:stop])
-            self._updated.extend(source_updated_at[done:stop])
+            self._ids += [track_ids[done:stop], []]
+            self._updated += [source_updated_at[done:stop], []]
+            self._count += stop - done
             self._lengths.frombytes(np.ascontiguousarray(lengths[done:stop], dtype="<i8").tobytes())
             self._values.frombytes(np.ascontiguousarray(rows[done:stop], dtype=F8).tobytes())
             done, start = stop, end
@@ -99,17 +106,19 @@ class IndexedPartsWriter(AbortOnError):
     def _add(self, track_id: str, updated: int | None, length: int, row: Sequence[float]) -> None:
         if len(row) != len(self.fields):
             raise ValueError(f"index row of {track_id} has {len(row)} values, expected {len(self.fields)}")
-        self._ids.append(track_id)
-        self._updated.append(updated)
+        self._ids[-1].append(track_id)
+        self._updated[-1].append(updated)
+        self._count += 1
         self._lengths.append(length)
         self._values.extend(row)
 
     def _index_part(self, info: FileInfo) -> None:
-        if len(self._ids) != info.records:
-            raise PipelineError(f"record index out of step with {info.name}: {len(self._ids)} entries for "
+        if self._count != info.records:
+            raise PipelineError(f"record index out of step with {info.name}: {self._count} entries for "
                                 f"{info.records} records")
-        self._index({"part": info.name, "schema_fingerprint": self._fingerprint, "track_ids": self._ids,
-                     "source_updated_at": self._updated, "lengths": self._lengths.tolist(),
+        self._index({"part": info.name, "schema_fingerprint": self._fingerprint,
+                     "track_ids": _flat(self._ids, lambda a: a.astype(str).tolist()),
+                     "source_updated_at": _flat(self._updated, _versions), "lengths": self._lengths.tolist(),
                      "value_fields": self.fields,
                      "values": pack(np.frombuffer(self._values, dtype=F8), F8) if self._values else b""})
         self._reset()
@@ -123,6 +132,17 @@ class IndexedPartsWriter(AbortOnError):
     def abort(self) -> None:
         self.parts.abort()
         self._index.abort()
+
+
+def _flat(chunks: list, of_array: Callable[[np.ndarray], list]) -> list:
+    out: list = []
+    for chunk in chunks:
+        out.extend(of_array(chunk) if isinstance(chunk, np.ndarray) else chunk)
+    return out
+
+
+def _versions(updated: np.ndarray) -> list[int | None]:
+    return [None if v != v else int(v) for v in updated.tolist()]
 
 
 def read_index(storage: Storage, index_url: str) -> Iterator[dict]:

@@ -11,7 +11,7 @@ record's Avro binary encoding is the store's value).
 
 Everything streams, so a daily publish's memory does not grow with the bucket (nor the
 catalogue): the two indexes are read as numpy columns one part at a time
-(``pipeline.serving.index_columns``), merged in id order by ``diff_columns``, and the bytes of
+(``pipeline.formats.index_columns``), merged in id order by ``diff_columns``, and the bytes of
 each change are sliced from today's part files as the merge reaches them, one decompressed block
 at a time. What is held is at most one part's index per day plus ``CHUNK`` changes.
 """
@@ -29,10 +29,10 @@ from pipeline import layout
 from pipeline.errors import CorruptFileError, PipelineError
 from pipeline.formats import ATTRIBUTES, fingerprint
 from pipeline.formats.avro_raw import read_raw
+from pipeline.formats.index_columns import PartColumns, read_columns
 from pipeline.manifest import Manifest
 from pipeline.serving import cells
 from pipeline.serving.errors import PublishError
-from pipeline.serving.index_columns import PartColumns, read_columns
 from pipeline.warehouse import Warehouse
 
 CHUNK = 4096  # changes handed on at a time: their bytes are what the publish holds beyond the two parts

@@ -1,17 +1,18 @@
-"""A bucket's record index as numpy columns, part by part, decoding only what a daily diff reads.
+"""A bucket's record index as numpy columns, part by part, decoding only what the reader needs.
 
-Why not ``fastavro``: a record index entry holds a part's 50,000 ids, ``source_updated_at`` and
-lengths as Avro arrays, and fastavro turns each into a list of Python objects (~1 s per million
-entries, the larger half of a daily publish, and ~80 bytes an id). The diff only needs three
-columns as arrays, so the entry's bytes are parsed here directly with numpy: the ids (22-character
-strings, so items of 23 bytes) become an ``S22`` view, and the two integer columns are decoded as
-vectors of varints; ``value_fields`` and ``values`` are skipped, never copied. The Avro container
-(header, codec, sync markers) is still read by ``fastavro.block_reader``.
+Why not ``fastavro``: a record index entry holds a part's 20,000-50,000 ids, ``source_updated_at``
+and lengths as Avro arrays, and fastavro turns each into a list of Python objects (~1 s per million
+entries, the larger half of a daily publish, and ~80 bytes an id). The daily diff of the serving
+store and the daily attributes (which keep yesterday's records) only need these columns as arrays,
+so the entry's bytes are parsed here directly with numpy: the ids (22-character strings, so items of
+23 bytes) become an ``S22`` view, and the two integer columns are decoded as vectors of varints;
+``values`` is skipped unless asked for (``with_values``). The Avro container (header, codec, sync
+markers) is still read by ``fastavro.block_reader``.
 
 The fast path covers what the writer produces; anything else (ids of another length, arrays
 written in several blocks, nulls) is still parsed exactly, more slowly, and a file whose schema
 is not the record index's is decoded by fastavro. Same columns either way (tests compare them).
-The schema is the integrator's (``pipeline/formats/record_index.avsc``): only the reading differs.
+The schema is ``pipeline/formats/record_index.avsc``, written by ``record_index.IndexedPartsWriter``.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ _LONG_BYTES = 10  # the most bytes of one varint-encoded long
 
 @dataclass(frozen=True)
 class PartColumns:
-    """One part file's entry: ids (``S``, file order), ``source_updated_at`` (float, NaN = null), lengths."""
+    """One part file's entry: ids (``S``, file order), ``source_updated_at`` (float, NaN = null), lengths;
+    with ``with_values``, the value rows (records × ``value_fields``, a read-only view)."""
 
     part: str
     schema_fingerprint: str
     ids: np.ndarray
     updated: np.ndarray
     lengths: np.ndarray
+    value_fields: tuple[str, ...] = ()
+    values: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -107,6 +111,12 @@ class _Parser:
         out, self.pos = bytes(self.buf[self.pos:end]), end
         return out
 
+    def skip_string(self) -> None:
+        size, self.pos = _varint(self.buf, self.pos)
+        if size < 0 or self.pos + size > len(self.buf):
+            raise _Unexpected("string past the end")
+        self.pos += size
+
     def strings(self) -> np.ndarray:
         """An array of strings as ``S`` bytes: 22-character ids as one strided view, others one by one."""
         parts: list[np.ndarray] = []
@@ -166,32 +176,45 @@ class _Parser:
                 raise _Unexpected(f"union branch {branch}")
         return out
 
-    def skip_strings(self) -> None:
+    def names(self) -> tuple[str, ...]:
+        out: list[str] = []
         while count := self._block_count():
-            for _ in range(count):
-                self.string()
+            out.extend(self.string().decode("utf-8") for _ in range(count))
+        return tuple(out)
 
-    def entry(self) -> PartColumns:
+    def entry(self, with_values: bool) -> PartColumns:
         part, fp = self.string().decode("utf-8"), self.string().decode("ascii")
         ids, updated, lengths = self.strings(), self.longs(nullable=True), self.longs(nullable=False)
-        self.skip_strings()  # value_fields
-        self.string()  # values: skipped, never copied
-        return PartColumns(part, fp, ids, updated, lengths)
+        fields = self.names()
+        if with_values:  # a copy: the caller keeps it beyond this block
+            rows = _rows(self.string(), fields, len(ids))
+        else:
+            rows = None
+            self.skip_string()
+        return PartColumns(part, fp, ids, updated, lengths, fields, rows)
 
 
-def _from_record(record: dict) -> PartColumns:
-    ids = record["track_ids"]
+def _rows(values: bytes, fields: tuple[str, ...], count: int) -> np.ndarray:
+    rows = np.frombuffer(values, "<f8")
+    if len(rows) != count * len(fields):
+        raise _Unexpected(f"{len(rows)} values for {count} records of {len(fields)} fields")
+    return rows.reshape(count, len(fields))
+
+
+def _from_record(record: dict, with_values: bool = False) -> PartColumns:
+    ids, fields = record["track_ids"], tuple(record.get("value_fields") or ())
     return PartColumns(record["part"], record["schema_fingerprint"],
                        np.array([t.encode() for t in ids], dtype=bytes) if ids else np.empty(0, f"S{ID_LENGTH}"),
                        np.array([np.nan if u is None else u for u in record["source_updated_at"]], np.float64),
-                       np.asarray(record["lengths"], np.int64))
+                       np.asarray(record["lengths"], np.int64), fields,
+                       _rows(record["values"], fields, len(ids)) if with_values else None)
 
 
-def parse_block(buf: bytes | memoryview, num_records: int) -> list[PartColumns]:
+def parse_block(buf: bytes | memoryview, num_records: int, with_values: bool = False) -> list[PartColumns]:
     """The entries encoded in one block's (decompressed) bytes; ``CorruptFileError``-free: raises ValueError."""
     parser = _Parser(buf)
     try:
-        out = [parser.entry() for _ in range(num_records)]
+        out = [parser.entry(with_values) for _ in range(num_records)]
     except (_Unexpected, IndexError) as exc:
         raise ValueError(f"record index block does not parse: {exc}") from exc
     if parser.pos != len(buf):
@@ -204,24 +227,24 @@ def _index_fingerprint() -> str:
     return fingerprint(RECORD_INDEX)
 
 
-def _parse(block) -> list[PartColumns]:
+def _parse(block, with_values: bool) -> list[PartColumns]:
     """Parse a block's bytes in place (a view, not a copy: a part's entry is ~6 MB decompressed)."""
     view = block.bytes_.getbuffer()
     try:
-        return parse_block(view, block.num_records)
+        return parse_block(view, block.num_records, with_values)
     finally:
         with contextlib.suppress(BufferError):  # a traceback may still hold the parser's array
             view.release()
 
 
-def read_columns(storage: Storage, index_url: str) -> Iterator[PartColumns]:
-    """The entries of a bucket's record index, one per part file, in part order, as columns."""
+def read_columns(storage: Storage, index_url: str, with_values: bool = False) -> Iterator[PartColumns]:
+    """The entries of a bucket's record index, one per part file, in part order, as columns (and value rows)."""
     try:
         with storage.open_read(index_url) as f:
             reader = fastavro.block_reader(f)
             fast = schema_fingerprint(reader.writer_schema) == _index_fingerprint()
             for block in reader:
-                entries = _parse(block) if fast else [_from_record(r) for r in block]  # older schema: fastavro
+                entries = _parse(block, with_values) if fast else [_from_record(r, with_values) for r in block]
                 block.bytes_.close()  # the reader keeps its last block: free the decompressed bytes now
                 del block
                 yield from entries
