@@ -154,7 +154,11 @@ def _columns(items, keys: tuple[str, ...], where: str) -> np.ndarray:
 
 
 def _intervals(items, where: str) -> dict:
-    cols = _columns(items, INTERVAL_KEYS, where)
+    return interval_columns(_columns(items, INTERVAL_KEYS, where))
+
+
+def interval_columns(cols: np.ndarray) -> dict:
+    """The packed series of an (n, 3) array of start, duration, confidence (shared with ``fastdecode``)."""
     return {"count": len(cols), "start": pack(cols[:, 0], F8), "duration": pack(cols[:, 1], F8),
             "confidence": pack(cols[:, 2], F4)}
 
@@ -197,6 +201,12 @@ def _segments(items, extra: dict[str, str]) -> dict:
         _extra_item_keys(items, SEGMENT_KEYS, "segments", extra)
     else:
         vectors, ends = np.empty((0, 2, 12)), np.empty(0)
+    return segment_columns(scalars, vectors, ends)
+
+
+def segment_columns(scalars: np.ndarray, vectors: np.ndarray, ends: np.ndarray) -> dict:
+    """The packed segments of validated (n, 6) scalars, (n, 2, 12) pitches/timbre and (n,) loudness_end."""
+    n = len(scalars)
     as_f4 = scalars.astype(F4)
     if not (np.isfinite(as_f4).all() and np.isfinite(vectors.astype(F4)).all()):
         raise InvalidDocumentError("segments: values exceed the float32 range")
@@ -252,9 +262,14 @@ def section_count(sections) -> int:
 
 
 def to_record(doc: dict, *, track_id: str, source_key: str, source_updated_at: int | None = None,
-              wrapper: dict | None = None) -> dict:
-    """Validate an (unwrapped) analysis document and convert it to an ``analysis.avsc`` record."""
-    if "segments" not in doc:
+              wrapper: dict | None = None, packed: dict | None = None) -> dict:
+    """Validate an (unwrapped) analysis document and convert it to an ``analysis.avsc`` record.
+
+    ``packed``: series (bars, beats, tatums, segments) already validated and packed by
+    ``fastdecode``, left out of ``doc``; everything else goes through the same code as here.
+    """
+    packed = packed or {}
+    if "segments" not in doc and "segments" not in packed:
         raise InvalidDocumentError("analysis has no 'segments'")
     extra: dict[str, str] = {}
     record = {
@@ -263,9 +278,9 @@ def to_record(doc: dict, *, track_id: str, source_key: str, source_updated_at: i
         "source_updated_at": source_updated_at,
         "meta": _summary(doc.get("meta", {}), META_FIELDS, "meta", extra, lenient=True),
         "track": _summary(doc.get("track", {}), TRACK_FIELDS, "track", extra, lenient=False),
-        **{name: _intervals(doc.get(name, []), name) for name in SERIES},
+        **{name: packed[name] if name in packed else _intervals(doc.get(name, []), name) for name in SERIES},
         "sections": _sections(doc.get("sections", []), extra),
-        "segments": _segments(doc["segments"], extra),
+        "segments": packed["segments"] if "segments" in packed else _segments(doc["segments"], extra),
     }
     for key in sorted(set(doc) - KNOWN_TOP):
         extra[key] = orjson.dumps(doc[key]).decode()

@@ -28,9 +28,8 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from pipeline.errors import InvalidDocumentError
-from pipeline.formats.analysis import to_record
 from pipeline.ops.quality import analysis_values, range_problem
-from pipeline.source.document import decode_body, unwrap
+from pipeline.source.document import body_to_record
 from pipeline.source.limits import relax_gc_for_documents
 
 BATCH = 32
@@ -51,9 +50,8 @@ def convert(body: bytes, key: str, content_encoding: str | None, max_bytes: int,
             updated: int | None) -> tuple[bool, dict | str]:
     """(True, record) or (False, why the document is invalid). Never raises for bad data."""
     try:
-        doc = decode_body(body, key=key, content_encoding=content_encoding, max_bytes=max_bytes)
-        analysis, wrapper = unwrap(doc)
-        record = to_record(analysis, track_id=track_id, source_key=key, source_updated_at=updated, wrapper=wrapper)
+        record = body_to_record(body, key=key, content_encoding=content_encoding, max_bytes=max_bytes,
+                                track_id=track_id, updated=updated)
         problem = range_problem(analysis_values(record)[0])  # as engine._decode: same results on either path
         if problem:
             return False, problem

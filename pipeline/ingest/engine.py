@@ -16,12 +16,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pipeline.errors import InvalidDocumentError, SourceUnavailableError
-from pipeline.formats.analysis import to_record
 from pipeline.ingest.convert import convert_in_order, may_use_processes
 from pipeline.ops.quality import analysis_values, range_problem
 from pipeline.source.base import FAILED, INVALID, MISSING, OK, Fetched, Source
 from pipeline.source.catalog import CatalogRow
-from pipeline.source.document import decode_body, unwrap
+from pipeline.source.document import body_to_record
 from pipeline.source.limits import BodyTooLarge, MemoryBudget, limit_malloc_arenas, relax_gc_for_documents
 
 INGESTED = "ingested"
@@ -138,10 +137,8 @@ def _convert(item: WorkItem, fetched: Fetched, max_bytes: int, budget: MemoryBud
 def _decode(item: WorkItem, fetched: Fetched, cap: int) -> Result:
     """Decode, validate and convert a body of at most ``cap`` decompressed bytes (``BodyTooLarge`` past it)."""
     try:
-        doc = decode_body(fetched.body, key=item.key, content_encoding=fetched.content_encoding, max_bytes=cap)
-        analysis, wrapper = unwrap(doc)
-        record = to_record(analysis, track_id=item.row.track_id, source_key=item.key,
-                           source_updated_at=item.row.analysis_updated_at, wrapper=wrapper)
+        record = body_to_record(fetched.body, key=item.key, content_encoding=fetched.content_encoding, max_bytes=cap,
+                                track_id=item.row.track_id, updated=item.row.analysis_updated_at)
         problem = range_problem(analysis_values(record)[0])
         if problem:
             raise InvalidDocumentError(problem)

@@ -14,6 +14,8 @@ import zlib
 import orjson
 
 from pipeline.errors import InvalidDocumentError
+from pipeline.formats.analysis import to_record
+from pipeline.formats.fastdecode import fast_record
 from pipeline.source.limits import BodyTooLarge
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -42,6 +44,28 @@ def _gunzip(body: bytes, max_bytes: int) -> bytes:
 def decode_body(body: bytes, *, key: str = "", content_encoding: str | None = None,
                 max_bytes: int = 64 * 1024 * 1024) -> dict:
     """Decode one source object into its JSON object (wrappers not yet removed)."""
+    return parse_json(read_body(body, key=key, content_encoding=content_encoding, max_bytes=max_bytes))
+
+
+def body_to_record(body: bytes, *, key: str, content_encoding: str | None, max_bytes: int, track_id: str,
+                   updated: int | None) -> dict:
+    """A source object → its analysis record; ``InvalidDocumentError`` (or ``BodyTooLarge``) as ``decode_body``,
+    ``unwrap`` and ``to_record`` in turn would raise it.
+
+    A plain bare analysis takes ``fast_record`` (simdjson, no Python object per number); anything it
+    declines is decoded by orjson and converted by ``to_record``, which word every rejection.
+    """
+    text = read_body(body, key=key, content_encoding=content_encoding, max_bytes=max_bytes)
+    record = fast_record(text, track_id=track_id, source_key=key, source_updated_at=updated)
+    if record is None:
+        analysis, wrapper = unwrap(parse_json(text))
+        record = to_record(analysis, track_id=track_id, source_key=key, source_updated_at=updated, wrapper=wrapper)
+    return record
+
+
+def read_body(body: bytes, *, key: str = "", content_encoding: str | None = None,
+              max_bytes: int = 64 * 1024 * 1024) -> bytes:
+    """The JSON text of a source object: size-capped, inflated if gzip (``fastdecode`` parses it too)."""
     if not body:
         raise InvalidDocumentError("empty document")
     if len(body) > max_bytes:
@@ -49,8 +73,13 @@ def decode_body(body: bytes, *, key: str = "", content_encoding: str | None = No
     gzipped = body[:2] == GZIP_MAGIC or key.endswith(".gz") or (content_encoding or "").lower() == "gzip"
     if gzipped and body[:2] == GZIP_MAGIC:
         body = _gunzip(body, max_bytes)
+    return body
+
+
+def parse_json(text: bytes) -> dict:
+    """The JSON object of ``read_body``'s text, or ``InvalidDocumentError`` saying why not."""
     try:
-        doc = orjson.loads(body)
+        doc = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise InvalidDocumentError(f"not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
