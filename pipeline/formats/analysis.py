@@ -91,6 +91,14 @@ def _scalar(value, avro_type: str, where: str):
     raise InvalidDocumentError(f"{where} is {_short(value)}, expected {avro_type}")
 
 
+def _json(value, where: str) -> str:
+    """A value kept in ``extra`` as JSON text; one nested deeper than orjson writes (254) is refused, not a crash."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError as exc:
+        raise InvalidDocumentError(f"{where} cannot be kept: {exc}") from None
+
+
 def _short(value) -> str:
     """``repr`` of a value, cut to a length a ledger reason can hold."""
     text = repr(value)
@@ -110,7 +118,7 @@ def _summary(obj, fields: dict[str, str], where: str, extra: dict[str, str], len
             except InvalidDocumentError as exc:
                 if not lenient or isinstance(exc, OutOfRangeError):
                     raise
-        extra[f"{where}.{key}"] = orjson.dumps(value).decode()
+        extra[f"{where}.{key}"] = _json(value, f"{where}.{key}")
     return out
 
 
@@ -169,7 +177,7 @@ def _extra_item_keys(items: list, known, where: str, extra: dict[str, str]) -> N
         return
     unknown = set(itertools.chain.from_iterable(items)) - set(known)
     for key in sorted(unknown):
-        extra[f"{where}[].{key}"] = orjson.dumps([item.get(key) for item in items]).decode()
+        extra[f"{where}[].{key}"] = _json([item.get(key) for item in items], f"{where}[].{key}")
 
 
 def _vectors(items: list, key: str) -> np.ndarray:
@@ -283,12 +291,12 @@ def to_record(doc: dict, *, track_id: str, source_key: str, source_updated_at: i
         "segments": packed["segments"] if "segments" in packed else _segments(doc["segments"], extra),
     }
     for key in sorted(set(doc) - KNOWN_TOP):
-        extra[key] = orjson.dumps(doc[key]).decode()
+        extra[key] = _json(doc[key], key)
     for key in ("meta", "track"):
         if key not in doc:
             extra[f"absent.{key}"] = "true"
     if wrapper is not None:
-        extra["wrapper"] = orjson.dumps(wrapper).decode()
+        extra["wrapper"] = _json(wrapper, "the wrapper")
     _strip_credentials(record, extra)
     record["extra"] = [{"key": key, "value": extra[key]} for key in sorted(extra)]
     return record

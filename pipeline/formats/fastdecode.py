@@ -63,14 +63,20 @@ def fast_record(text: bytes, *, track_id: str, source_key: str, source_updated_a
         if "segments" not in keys or len(set(keys)) != len(keys):
             return None
         packed, rest = {}, {}
+        arrays = 0  # every JSON array read: the text must hold no other '[' (see _segments)
         for key in keys:
             value = doc[key]
             if key == "segments":
                 packed[key] = _segments(value)
+                arrays += 1 + 2 * packed[key]["count"]
             elif key in SERIES:
                 packed[key] = interval_columns(_columns(value, _INTERVAL, len(INTERVAL_KEYS)))
+                arrays += 1
             else:
                 rest[key] = _python(value)
+                arrays += _lists(rest[key])
+        if text.count(b"[") != arrays:
+            return None
         record = to_record(rest, track_id=track_id, source_key=source_key, source_updated_at=source_updated_at,
                            packed=packed)
     except Exception:  # noqa: BLE001 - anything unusual is the reference path's to judge and word
@@ -85,6 +91,15 @@ def _python(value):
     if isinstance(value, simdjson.Array):
         return value.as_list()
     return value
+
+
+def _lists(value) -> int:
+    """How many lists ``value`` holds, itself included."""
+    if isinstance(value, list):
+        return 1 + sum(map(_lists, value))
+    if isinstance(value, dict):
+        return sum(map(_lists, value.values()))
+    return 0
 
 
 def _pairs(items: simdjson.Array) -> int:
@@ -114,6 +129,8 @@ def _segments(items) -> dict:
     arrays = list(itertools.chain.from_iterable(map(_VECTORS, items)))
     if not (np.fromiter(map(len, arrays), dtype=np.int64, count=2 * n) == 12).all():
         raise NotPlain
+    # as_buffer flattens nested arrays ([[0.5]] * 12 reads as 12 doubles): ``fast_record`` declines any
+    # document whose text holds more '[' than the arrays it read, so a vector here held 12 numbers
     vectors = np.frombuffer(b"".join(map(_BUFFER, arrays)), dtype=np.float64).reshape(n, 2, 12)
     # the eight keys read above, plus loudness_end where a segment has nine pairs: nothing else, no duplicate
     # (simdjson's ``get`` is slow on an absent key, so the pair count says where to look)
