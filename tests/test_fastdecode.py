@@ -155,6 +155,10 @@ def _edge_cases() -> dict[str, bytes]:
         "surrogate-pair": _raw(doc, b'"analyzer_version":"4.0.0"', b'"analyzer_version":"\\ud83c\\udfb5 \\u00e9"'),
         "invalid-utf8": _raw(doc, b'"analyzer_version":"4.0.0"', b'"analyzer_version":"4.0\xff"'),
         "control-char-in-string": _raw(doc, b'"analyzer_version":"4.0.0"', b'"analyzer_version":"4\t0"'),
+        "escaped-key-in-bar": _raw(doc, bar, bar.replace(b'"start"', b'"st\\u0061rt"', 1)),
+        "escaped-top-level-key": _raw(doc, b'"segments":', b'"segm\\u0065nts":'),
+        "bracket-in-string": _set(("meta", "detailed_status"), "[ok]"),
+        "minus-zero-int-in-pitches": _raw(doc, pitches, b"[-0" + pitches[pitches.index(b","):]),
         "deep-unknown-key-200": _raw(doc, b'"meta":', b'"deep":' + b"[" * 200 + b"]" * 200 + b',"meta":'),
         "deep-unknown-key-1000": _raw(doc, b'"meta":', b'"deep":' + b"[" * 1000 + b"]" * 1000 + b',"meta":'),
         "deep-unknown-key-1030": _raw(doc, b'"meta":', b'"deep":' + b"[" * 1030 + b"]" * 1030 + b',"meta":'),
@@ -244,13 +248,32 @@ FAST = {"trailing-whitespace", "minus-zero-int", "surrogate-pair", "deep-unknown
         "meta-url-with-credentials", "unknown-top-level-key", "sections-with-unknown-key", "bar-start-true",
         "segment-start-true", "huge-int-in-pitches", "bar-start-string", "segment-start-string",
         "loudness-end-string", "loudness-end-true", "loudness-end-beyond-float32", "track-duration-1e308",
-        "track-key-float"}
+        "track-key-float", "escaped-key-in-bar", "escaped-top-level-key", "minus-zero-int-in-pitches"}
 
 
 @pytest.mark.parametrize("name", sorted(EDGE_CASES))
 def test_the_fast_path_declines_everything_unusual(name):
     """Only plain documents (and harmless variations the fast path reads exactly as orjson) take it."""
     assert took_fast_path(EDGE_CASES[name]) == (name in FAST)
+
+
+HARD_NUMBERS = ["0.1000000000000000055511151231257827021181583404541015625", "2.2250738585072011e-308",
+                "4.9406564584124654e-324", "2.4703282292062327e-324", "1.7976931348623157e308", "9007199254740993",
+                "123456789012345678901234567890e-10", "-0.0", "1e-400", "0.30000000000000004", "3.4028235677973366e38",
+                "-9223372036854775808", "9223372036854775807", "1E+2", "1.5e-45", "7.038531e-26"]
+
+
+def test_hard_numbers_read_the_same_in_series_and_vectors():
+    """simdjson and orjson both round correctly; checked where the fast path reads numbers itself."""
+    doc = small_doc()
+    text = orjson.dumps(doc)
+    for number in HARD_NUMBERS:
+        bar = orjson.dumps(doc["bars"][1])
+        pitches = orjson.dumps(doc["segments"][2]["pitches"])
+        body = text.replace(bar, b'{"start":%s,"duration":%s,"confidence":0.5}' % (number.encode(), number.encode()))
+        body = body.replace(pitches, b"[%s" % number.encode() + pitches[pitches.index(b","):])
+        outcome = assert_same(body)
+        assert took_fast_path(body) == isinstance(outcome, dict), number  # declined: beyond float32 in the pitches
 
 
 def test_size_cap_and_gzip_errors_are_unchanged():
