@@ -171,6 +171,8 @@ def _edge_cases() -> dict[str, bytes]:
         "duplicate-pitches": _raw(doc, seg, seg[:-1] + b',"pitches":' + pitches + b"}"),
         "duplicate-key-in-meta": _raw(doc, b'"meta":{', b'"meta":{"analyzer_version":"x",'),
         "duplicate-key-in-track": _raw(doc, b'"track":{', b'"track":{"tempo":1.0,'),
+        "duplicate-key-in-unknown-object": _raw(doc, b'"meta":', b'"odd":{"a":1,"b":[2],"a":{"c":3}},"meta":'),
+        "duplicate-list-in-unknown-object": _raw(doc, b'"meta":', b'"odd":{"a":[1],"a":2},"meta":'),
         # wrapper shapes
         "wrapped-analysis": orjson.dumps({"analysis": doc, "id": "x"}),
         "wrapped-response": orjson.dumps({"response": {"track": {"analysis": doc, "id": "y"}, "status": 0}}),
@@ -248,7 +250,8 @@ FAST = {"trailing-whitespace", "minus-zero-int", "surrogate-pair", "deep-unknown
         "meta-url-with-credentials", "unknown-top-level-key", "sections-with-unknown-key", "bar-start-true",
         "segment-start-true", "huge-int-in-pitches", "bar-start-string", "segment-start-string",
         "loudness-end-string", "loudness-end-true", "loudness-end-beyond-float32", "track-duration-1e308",
-        "track-key-float", "escaped-key-in-bar", "escaped-top-level-key", "minus-zero-int-in-pitches"}
+        "track-key-float", "duplicate-key-in-unknown-object",
+        "escaped-key-in-bar", "escaped-top-level-key", "minus-zero-int-in-pitches"}
 
 
 @pytest.mark.parametrize("name", sorted(EDGE_CASES))

@@ -21,7 +21,7 @@ numbers beyond a double (``1e400``), NaN literals, lone surrogates and invalid U
 from __future__ import annotations
 
 import itertools
-from operator import itemgetter, methodcaller
+from operator import itemgetter
 
 import numpy as np
 import simdjson
@@ -38,10 +38,10 @@ from pipeline.formats.analysis import (
 
 BOM = b"\xef\xbb\xbf"
 _INTERVAL = itemgetter(*INTERVAL_KEYS)
-_SEGMENT = itemgetter(*SEGMENT_SCALARS)
-_VECTORS = itemgetter("pitches", "timbre")
+_SEGMENT = itemgetter(*SEGMENT_SCALARS, "pitches", "timbre")
+_SCALARS = itemgetter(*range(len(SEGMENT_SCALARS)))
+_VECTORS = itemgetter(len(SEGMENT_SCALARS), len(SEGMENT_SCALARS) + 1)
 _LOUDNESS_END = itemgetter("loudness_end")
-_BUFFER = methodcaller("as_buffer", of_type="d")
 _SEGMENT_PAIRS = len(SEGMENT_KEYS) - 1  # every key but the optional loudness_end
 
 
@@ -122,39 +122,31 @@ def _columns(items, getter: itemgetter, width: int) -> np.ndarray:
 
 
 def _segments(items) -> dict:
-    scalars = _columns_segments(items)
-    n = len(scalars)
-    if not n:
-        return segment_columns(scalars, np.empty((0, 2, 12)), np.empty(0))
-    arrays = list(itertools.chain.from_iterable(map(_VECTORS, items)))
-    if not (np.fromiter(map(len, arrays), dtype=np.int64, count=2 * n) == 12).all():
-        raise NotPlain
-    # as_buffer flattens nested arrays ([[0.5]] * 12 reads as 12 doubles): ``fast_record`` declines any
-    # document whose text holds more '[' than the arrays it read, so a vector here held 12 numbers
-    vectors = np.frombuffer(b"".join(map(_BUFFER, arrays)), dtype=np.float64).reshape(n, 2, 12)
-    # the eight keys read above, plus loudness_end where a segment has nine pairs: nothing else, no duplicate
-    # (simdjson's ``get`` is slow on an absent key, so the pair count says where to look)
-    pairs = np.fromiter(map(len, items), dtype=np.int64, count=n)
-    with_end = np.flatnonzero(pairs == _SEGMENT_PAIRS + 1)
-    if len(with_end) + np.count_nonzero(pairs == _SEGMENT_PAIRS) != n:
-        raise NotPlain
-    ends = np.full(n, np.nan)
-    ends[with_end] = np.fromiter(map(_LOUDNESS_END, map(items.__getitem__, with_end.tolist())), dtype=np.float64,
-                                 count=len(with_end))
-    if not (np.isfinite(ends[with_end]).all() and np.isfinite(vectors).all()):
-        raise NotPlain
-    return segment_columns(scalars, vectors, ends)
-
-
-def _columns_segments(items) -> np.ndarray:
-    """The six scalars of every segment (their pair count is checked with loudness_end's in ``_segments``)."""
+    """The segments, in one pass over the proxies for their values (another counts each one's pairs)."""
     if not isinstance(items, simdjson.Array):
         raise NotPlain
     n = len(items)
     if not n:
-        return np.empty((0, len(SEGMENT_SCALARS)))
-    flat = np.fromiter(itertools.chain.from_iterable(map(_SEGMENT, items)), dtype=np.float64,
-                       count=n * len(SEGMENT_SCALARS))
-    if not np.isfinite(flat).all():
+        return segment_columns(np.empty((0, len(SEGMENT_SCALARS))), np.empty((0, 2, 12)), np.empty(0))
+    # the eight keys read below, plus loudness_end where a segment has nine pairs: nothing else, no duplicate
+    pairs = np.fromiter(map(len, items), dtype=np.int64, count=n)
+    with_end = pairs == _SEGMENT_PAIRS + 1
+    if not (with_end | (pairs == _SEGMENT_PAIRS)).all():
         raise NotPlain
-    return flat.reshape(n, len(SEGMENT_SCALARS))
+    rows = list(map(_SEGMENT, items))  # the six scalars, pitches, timbre (KeyError if one is absent)
+    scalars = np.fromiter(itertools.chain.from_iterable(map(_SCALARS, rows)), dtype=np.float64,
+                          count=n * len(SEGMENT_SCALARS)).reshape(n, len(SEGMENT_SCALARS))
+    arrays = list(itertools.chain.from_iterable(map(_VECTORS, rows)))
+    if not (np.fromiter(map(len, arrays), dtype=np.int64, count=2 * n) == 12).all():
+        raise NotPlain
+    # as_buffer flattens nested arrays ([[0.5]] * 12 reads as 12 doubles): ``fast_record`` declines any
+    # document whose text holds more '[' than the arrays it read, so a vector here held 12 numbers
+    # (a comprehension: ``methodcaller`` with a keyword argument costs twice as much per call)
+    vectors = np.frombuffer(b"".join([a.as_buffer(of_type="d") for a in arrays]), dtype=np.float64).reshape(n, 2, 12)
+    ends = np.full(n, np.nan)
+    if with_end.any():  # compress walks the array once (indexing a simdjson array is a linear scan)
+        ends[with_end] = np.fromiter(map(_LOUDNESS_END, itertools.compress(items, with_end.tolist())),
+                                     dtype=np.float64, count=int(np.count_nonzero(with_end)))
+    if not (np.isfinite(scalars).all() and np.isfinite(ends[with_end]).all() and np.isfinite(vectors).all()):
+        raise NotPlain
+    return segment_columns(scalars, vectors, ends)
