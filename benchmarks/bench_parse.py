@@ -88,7 +88,7 @@ def main() -> None:
     results = {"load_average_before": os.getloadavg(), "runs": []}
     for name, bodies in sets.items():
         for hold in sorted({0, args.hold}):
-            row = {"documents": name, "hold": hold, **measure(bodies, hold, args.rounds)}
+            row = {"set": name, "hold": hold, **measure(bodies, hold, args.rounds)}
             results["runs"].append(row)
             old_ms, new_ms = row["old"], row["new"]
             print(f"{name:14} hold {hold:2}: old {old_ms['best_ms']:.3f} ms (median {old_ms['median_ms']:.3f}), "
