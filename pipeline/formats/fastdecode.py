@@ -14,8 +14,9 @@ of range, a byte-order mark — and the caller then takes the reference path (or
 ``to_record``), which decides and words every rejection exactly as before. Where simdjson and
 orjson differ it must not decide: duplicate keys (simdjson's lookup finds the first, orjson keeps
 the last) are refused by counting each object's pairs; a BOM (simdjson skips it, orjson refuses
-it) is checked first; ``true`` in a 12-vector and ints beyond 64 bits fail simdjson and fall back;
-numbers beyond a double (``1e400``), NaN literals, lone surrogates and invalid UTF-8 fail both.
+it) is checked first; ``as_buffer`` flattens nested arrays, so the text must hold exactly as many
+'[' as the arrays read; ``true`` in a 12-vector and ints beyond 64 bits fail simdjson and fall
+back; numbers beyond a double (``1e400``), NaN literals, lone surrogates and invalid UTF-8 fail both.
 """
 
 from __future__ import annotations
