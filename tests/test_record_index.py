@@ -162,3 +162,68 @@ def test_a_synthetic_snapshot_is_written_like_a_daily_one_with_its_record_index(
     assert sorted(e.track_id for e in kept) == sorted(records)
     decoded = [r for b in range(2) for r in wh.read_bucket(layout.ATTRIBUTES, date, b)]
     assert {r["track_id"]: r["tempo"] for r in decoded} == {t: r["tempo"] for t, r in records.items()}
+
+
+# -- the entry encoded from arrays (index_encode.py) is what fastavro writes ----------------------------------------
+
+
+def _fastavro_entry(entry: dict) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, schema("record_index"), entry, strict=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("ids, updated, lengths", [
+    ([f"{i:022d}" for i in range(3000)], [None if i % 5 == 0 else 1_700_000_000 + i for i in range(3000)],
+     [i * 37 % 70_000 for i in range(3000)]),
+    ([], [], []),
+    (["short", "a-much-longer-track-identifier", "é", "x" * 70], [None, 0, -1, 2 ** 53], [0, 1, 2 ** 31 - 1, 64]),
+    (["A" * 22], [-(2 ** 53)], [63]),
+])
+def test_the_entry_encoded_from_arrays_is_fastavros(ids, updated, lengths):
+    from pipeline.formats.index_encode import encode_entry
+
+    values = np.arange(2 * len(ids), dtype="<f8").tobytes()
+    entry = {"part": "part-00003-0001.avro", "schema_fingerprint": "f" * 64, "track_ids": ids,
+             "source_updated_at": updated, "lengths": lengths, "value_fields": ["duration", "tempo"], "values": values}
+    got = encode_entry(entry["part"], entry["schema_fingerprint"],
+                       np.array([i.encode() for i in ids], dtype=bytes) if ids else np.empty(0, "S1"),
+                       np.array([np.nan if u is None else u for u in updated], dtype=np.float64),
+                       np.array(lengths, dtype=np.int64), entry["value_fields"], values)
+    assert got == _fastavro_entry(entry)
+
+
+def test_varints_are_avros_zigzag_longs():
+    from pipeline.formats.index_encode import varints
+
+    values = [0, -1, 1, 63, -64, 64, 2 ** 31 - 1, -(2 ** 31), 2 ** 62, 2 ** 63 - 1, -(2 ** 63)]
+    want = b"".join(_fastavro_long(v) for v in values)
+    assert varints(np.array(values, dtype=np.int64)).tobytes() == want
+
+
+def _fastavro_long(v: int) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, "long", v)
+    return out.getvalue()
+
+
+def test_an_index_written_from_arrays_is_the_file_fastavro_writes(tmp_path):
+    """Same header, blocks and sync marker: the raw writer's file equals fastavro's, byte for byte."""
+    from pipeline.formats.avro_io import write_file
+    from pipeline.formats.avro_raw import LazyRawWriter
+
+    records = _records(5000)
+    _write(tmp_path, records, per_part=1200, raw_from=2000)
+    entries = list(read_index(LocalStorage(), f"file://{tmp_path}/index.avro"))
+    assert len(entries) == 5  # parts of 1,200: runs and single records, nulls included
+    again = write_file(LocalStorage(), f"file://{tmp_path}/again.avro", "record_index", entries,
+                       identity="test/ids/index.avro")  # the identity IndexedPartsWriter gave its index
+    assert (tmp_path / "index.avro").read_bytes() == (tmp_path / "again.avro").read_bytes()
+    lazy = LazyRawWriter(LocalStorage(), f"file://{tmp_path}/raw.avro", "record_index", "snappy", "test/ids/index.avro")
+    for entry in entries:
+        lazy.write(entry)
+    info = lazy.close()
+    assert info is not None and info.records == 5 and info.bytes == again.bytes
+    assert (tmp_path / "raw.avro").read_bytes() == (tmp_path / "again.avro").read_bytes()
+    assert LazyRawWriter(LocalStorage(), f"file://{tmp_path}/none.avro", "record_index", "snappy", "x").close() is None
+    assert not (tmp_path / "none.avro").exists()

@@ -145,3 +145,48 @@ class RawRollingWriter(RollingParts):
 
     def write(self, record: dict) -> int:
         return self._current().write(record)
+
+
+class LazyRawWriter:
+    """A ``RawFileWriter`` whose file only appears with its first record: an empty bucket leaves none.
+
+    The raw counterpart of ``avro_io.LazyWriter``, for a file whose records arrive already encoded
+    (the record index, ``index_encode.py``); same header, blocks and sync marker as fastavro's writer.
+    """
+
+    def __init__(self, storage: Storage, url: str, schema_name: str, codec: str, identity: str):
+        self._args = (storage, url, schema_name, codec, identity)
+        self._stack: contextlib.ExitStack | None = None
+        self._writer: RawFileWriter | None = None
+        self._out: CountingFile | None = None
+
+    def _current(self) -> RawFileWriter:
+        if self._writer is None:
+            storage, url, schema_name, codec, identity = self._args
+            self._stack = contextlib.ExitStack()
+            self._out = CountingFile(self._stack.enter_context(storage.atomic_writer(url)), url)
+            self._writer = RawFileWriter(self._out, schema_name, codec, identity)
+        return self._writer
+
+    def write_raw(self, encoded: bytes) -> int:
+        return self._current().write_raw(encoded)
+
+    def write(self, record: dict) -> int:
+        return self._current().write(record)
+
+    def close(self) -> FileInfo | None:
+        """Publish the file (None when nothing was written)."""
+        if self._writer is None or self._stack is None:
+            return None
+        self._writer.flush()
+        self._writer.info.bytes = self._out.bytes if self._out else 0
+        self._stack.close()
+        self._stack = None
+        return self._writer.info
+
+    def abort(self) -> None:
+        """Drop the file being written (its temporary file never becomes visible)."""
+        if self._stack is not None:
+            with contextlib.suppress(Exception):
+                self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            self._stack = None

@@ -24,8 +24,9 @@ import numpy as np
 
 from pipeline.errors import CorruptFileError, PipelineError
 from pipeline.formats import RECORD_INDEX, fingerprint
-from pipeline.formats.avro_io import AbortOnError, FileInfo, LazyWriter, read_records
-from pipeline.formats.avro_raw import RawRollingWriter
+from pipeline.formats.avro_io import AbortOnError, FileInfo, read_records
+from pipeline.formats.avro_raw import LazyRawWriter, RawRollingWriter
+from pipeline.formats.index_encode import encode_entry
 from pipeline.formats.packed import F8, pack, unpack
 from pipeline.storage import Storage
 
@@ -50,15 +51,16 @@ class IndexedPartsWriter(AbortOnError):
     Every record comes with its index ``row``: floats in ``value_fields`` order, NaN for null.
     The index file appears (atomically) only on ``close``, after the last part; an empty bucket has none.
     Until a part is full its entries wait in flat arrays (8 bytes a value, not a Python float each), and
-    runs of copied records keep their ids and versions as the arrays they came in (``write_raw_run``):
-    they become the Python lists fastavro encodes only when the part's entry is written.
+    runs of copied records keep their ids and versions as the arrays they came in (``write_raw_run``);
+    the part's entry is then encoded from arrays (``index_encode.py``), never as Python lists.
     """
 
     def __init__(self, storage: Storage, part_url: Callable[[int], str], index_url: str, schema_name: str,
                  codec: str, records_per_part: int, identity: str, value_fields: Sequence[str]):
         self.fields = list(value_fields)
         self._fingerprint = fingerprint(schema_name)
-        self._index = LazyWriter(storage, index_url, RECORD_INDEX, codec, f"{identity}/{index_url.rsplit('/', 1)[-1]}")
+        self._index = LazyRawWriter(storage, index_url, RECORD_INDEX, codec,
+                                    f"{identity}/{index_url.rsplit('/', 1)[-1]}")
         self.parts = RawRollingWriter(storage, part_url, schema_name, codec, records_per_part, identity,
                                       on_part=self._index_part)
         self._reset()
@@ -116,11 +118,17 @@ class IndexedPartsWriter(AbortOnError):
         if self._count != info.records:
             raise PipelineError(f"record index out of step with {info.name}: {self._count} entries for "
                                 f"{info.records} records")
-        self._index({"part": info.name, "schema_fingerprint": self._fingerprint,
-                     "track_ids": _flat(self._ids, lambda a: a.astype(str).tolist()),
-                     "source_updated_at": _flat(self._updated, _versions), "lengths": self._lengths.tolist(),
-                     "value_fields": self.fields,
-                     "values": pack(np.frombuffer(self._values, dtype=F8), F8) if self._values else b""})
+        values = pack(np.frombuffer(self._values, dtype=F8), F8) if self._values else b""
+        updated = [_as_floats(c) for c in self._updated]
+        if all(u is not None for u in updated):
+            ids = np.concatenate([_as_bytes(c) for c in self._ids])
+            self._index.write_raw(encode_entry(info.name, self._fingerprint, ids, np.concatenate(updated),
+                                               np.frombuffer(self._lengths, np.int64), self.fields, values))
+        else:  # a version beyond 2**53 (not epoch seconds): exact through fastavro
+            self._index.write({"part": info.name, "schema_fingerprint": self._fingerprint,
+                               "track_ids": _flat(self._ids, lambda a: [i.decode() for i in a.tolist()]),
+                               "source_updated_at": _flat(self._updated, _versions),
+                               "lengths": self._lengths.tolist(), "value_fields": self.fields, "values": values})
         self._reset()
 
     def close(self) -> list[FileInfo]:
@@ -143,6 +151,24 @@ def _flat(chunks: list, of_array: Callable[[np.ndarray], list]) -> list:
 
 def _versions(updated: np.ndarray) -> list[int | None]:
     return [None if v != v else int(v) for v in updated.tolist()]
+
+
+def _as_bytes(chunk: list[str] | np.ndarray) -> np.ndarray:
+    if isinstance(chunk, np.ndarray):
+        return chunk
+    return np.array([i.encode("utf-8") for i in chunk], dtype=bytes) if chunk else np.empty(0, "S1")
+
+
+EXACT = 2 ** 53  # floats hold every integer up to here
+
+
+def _as_floats(chunk: list[int | None] | np.ndarray) -> np.ndarray | None:
+    """Versions as floats (NaN for null), or None when one of them would not survive the conversion."""
+    if isinstance(chunk, np.ndarray):
+        return chunk
+    if any(u is not None and abs(u) > EXACT for u in chunk):
+        return None
+    return np.array([np.nan if u is None else u for u in chunk], dtype=np.float64)
 
 
 def read_index(storage: Storage, index_url: str) -> Iterator[dict]:
