@@ -30,7 +30,7 @@ from pipeline.formats.index_columns import read_columns
 from pipeline.formats.record_index import Entry, IndexedPartsWriter, copyable, read_entries, read_index
 from pipeline.manifest import BucketManifest
 from pipeline.snapshots.merge import merge_newest
-from pipeline.source.catalog import read_catalog_bucket, read_catalog_ids
+from pipeline.source.catalog import read_catalog_bucket, read_catalog_id_blocks
 from pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def _build_in_runs(wh: Warehouse, task: BucketTask, inputs: list[str]) -> Bucket
                          with_values=True)
     yesterday_ = Yesterday(wh.storage, parts, lambda name: wh.layout.file_url(layout.ATTRIBUTES, previous, name))
     stats = BucketStats(z_threshold=task.z_threshold)
-    catalog_ids = read_catalog_ids(wh, date, task.bucket)
+    catalog_ids = read_catalog_id_blocks(wh, date, task.bucket)
     try:
         return write_bucket(wh, date, task.bucket, None, stats, task.codec, task.records_per_part, inputs,
                             lambda out: write_day(yesterday_, catalog_ids, _analyses(wh, task), stats, out))

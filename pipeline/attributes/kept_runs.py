@@ -17,7 +17,6 @@ decompressed block; nothing grows with the bucket.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,10 +39,11 @@ class NotCopyable(Exception):
     """Yesterday's bucket cannot be kept in runs (a part of another schema, or ids of another shape)."""
 
 
-def _ids(values: list[str]) -> np.ndarray:
-    if values and not min(map(len, values)) == max(map(len, values)) == 22:
+def _ids(values: np.ndarray) -> np.ndarray:
+    """Catalog ids (UTF-8 bytes) as ``ID``; an id of another length cannot be matched in runs."""
+    if len(values) and (values.dtype.itemsize != 22 or int(np.char.str_len(values).min()) != 22):
         raise NotCopyable("a track id is not 22 characters")
-    return np.asarray(values, dtype=ID)
+    return values.astype(ID, copy=False)
 
 
 @dataclass
@@ -115,10 +115,19 @@ class Yesterday:
             self.part.data.close()
 
 
-def _windows(catalog_ids: Iterable[str]) -> Iterator[list[str]]:
-    ids = iter(catalog_ids)
-    while window := list(itertools.islice(ids, WINDOW)):
-        yield window
+def _windows(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """The catalog's ids (blocks of UTF-8 bytes, in id order) in windows of ``WINDOW`` ids, as ``ID`` arrays."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for block in blocks:
+        pending.append(block)
+        held += len(block)
+        while held >= WINDOW:
+            ids = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            yield _ids(ids[:WINDOW])
+            pending, held = [ids[WINDOW:]], held - WINDOW
+    if held:
+        yield _ids(np.concatenate(pending))
 
 
 def _analyses_through(pending: list, analyses: Iterator[dict], last: str) -> list[dict]:
@@ -143,15 +152,17 @@ def _member(sorted_values: np.ndarray, of: np.ndarray) -> np.ndarray:
     return found
 
 
-def write_day(yesterday: Yesterday, catalog_ids: Iterable[str], analyses: Iterable[dict], stats: BucketStats,
+def write_day(yesterday: Yesterday, catalog_ids: Iterable[np.ndarray], analyses: Iterable[dict], stats: BucketStats,
               out: IndexedPartsWriter) -> None:
-    """Write a bucket of an ordinary day: kept records copied in runs, changed and new ones computed."""
+    """Write a bucket of an ordinary day: kept records copied in runs, changed and new ones computed.
+
+    ``catalog_ids`` are the day's catalog ids in blocks of UTF-8 bytes (``catalog.read_catalog_id_blocks``).
+    """
     pending: list = []
     ana_it = iter(analyses)
-    for window in _windows(catalog_ids):
-        catalog = _ids(window)
+    for catalog in _windows(catalog_ids):
         ranges = yesterday.take_through(catalog[-1])
-        news = _analyses_through(pending, ana_it, window[-1])
+        news = _analyses_through(pending, ana_it, catalog[-1].decode())
         _write_window(catalog, ranges, news, stats, out)
     stats.dropped += sum(stop - start for _, start, stop in yesterday.take_through(None))
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import orjson
 
 from pipeline import layout
@@ -27,6 +28,7 @@ from pipeline.bucketing import bucket_of, is_track_id
 from pipeline.errors import CatalogError
 from pipeline.formats import CATALOG as CATALOG_SCHEMA
 from pipeline.formats.avro_io import read_records, write_nonempty
+from pipeline.formats.catalog_ids import read_id_blocks
 from pipeline.manifest import BucketManifest, Manifest
 from pipeline.storage import join
 from pipeline.warehouse import Warehouse
@@ -215,11 +217,11 @@ def build_catalog(wh: Warehouse, date: dt.date, buckets: int, sort: SortSettings
                       rejected=rejected.counts, rejected_examples=rejected.examples)
 
 
-def read_catalog_ids(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[str]:
-    """Only the track ids of one catalog bucket, in order (no ``CatalogRow`` per track: a daily job's hot loop)."""
+def read_catalog_id_blocks(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[np.ndarray]:
+    """Only the track ids of one catalog bucket, in order, as arrays of UTF-8 bytes (a daily job's hot loop:
+    no row object per track, see formats/catalog_ids.py)."""
     for url in wh.bucket_files(layout.CATALOG, date, bucket):
-        for rec in read_records(wh.storage, url):
-            yield rec["track_id"]
+        yield from read_id_blocks(wh.storage, url)
 
 
 def read_catalog_bucket(wh: Warehouse, date: dt.date, bucket: int, manifest: Manifest | None = None
