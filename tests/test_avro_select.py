@@ -51,7 +51,7 @@ def test_flags_that_do_not_match_the_file_are_corruption(tmp_path):
 
 
 def test_changed_flags_mark_new_and_re_analysed_tracks_only():
-    index = [{"track_id": t, "source_updated_at": u} for t, u in [("a", 1), ("b", 2), ("c", 3), ("e", None)]]
+    index = [(np.array([b"a", b"b"]), np.array([1.0, 2.0])), (np.array([b"c", b"e"]), np.array([3.0, np.nan]))]
     previous = [(np.array([b"a", b"b"]), np.array([1.0, 1.0])),  # record index parts, as read_columns gives them
                 (np.array([b"d", b"e"]), np.array([4.0, np.nan]))]
     assert list(changed_flags(index, previous)) == [False, True, True, False]

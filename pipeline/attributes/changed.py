@@ -17,11 +17,11 @@ import numpy as np
 
 from pipeline import layout
 from pipeline.formats.avro_select import read_selected
+from pipeline.formats.catalog_ids import read_id_version_blocks
 from pipeline.formats.index_columns import read_columns
 from pipeline.warehouse import Warehouse
 
 Versions = tuple[np.ndarray, np.ndarray]  # ids (UTF-8 bytes) and source_updated_at (NaN: null) of a run, in id order
-CHUNK = 8192
 
 
 def previous_versions(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[Versions] | None:
@@ -60,16 +60,16 @@ class _Through:
         return all_ids[:stop], all_versions[:stop]
 
 
-def changed_flags(index: Iterable[dict], previous: Iterable[Versions]) -> Iterator[bool]:
+def changed_flags(index: Iterable[Versions], previous: Iterable[Versions]) -> Iterator[bool]:
     """Per id-index record, in order: True when yesterday had no attributes for it or another version.
 
-    Vectorised a chunk of ids at a time: on a compaction day the index lists the whole bucket.
+    ``index`` is the day's id index in blocks of (ids, versions) arrays (``catalog_ids``), vectorised
+    a block at a time: on a compaction day the index lists the whole bucket.
     """
     through = _Through(previous)
-    records = iter(index)
-    while chunk := list(itertools.islice(records, CHUNK)):
-        ids = np.asarray([r["track_id"].encode() for r in chunk])
-        versions = np.array([r["source_updated_at"] for r in chunk], dtype=np.float64)
+    for ids, versions in index:
+        if not len(ids):
+            continue
         old_ids, old_versions = through.take(ids[-1])
         at = np.minimum(np.searchsorted(old_ids, ids), max(len(old_ids) - 1, 0))
         if len(old_ids):
@@ -89,7 +89,8 @@ def changed_analyses(wh: Warehouse, dataset: str, date: dt.date, bucket: int,
         return None
 
     def records() -> Iterator[dict]:
-        flags = changed_flags(wh.read_index(dataset, date, bucket, manifest), previous)
+        flags = changed_flags(read_id_version_blocks(wh.storage, wh.layout.file_url(dataset, date, entry.index)),
+                              previous)
         for f in entry.files:
             wanted = list(itertools.islice(flags, f.records))
             if any(wanted):
