@@ -64,7 +64,7 @@ class BucketManifest:
     bytes: int
     files: list[FileEntry]
     index: str | None = None  # id index (analysis sets)
-    record_index: str | None = None  # record index (attributes)
+    record_index: str | None = None  # record index: lengths and values of each record (attributes, analysis sets)
     counts: dict[str, int] | None = None
     quality: QualityReport | None = None
     merge: MergeReport | None = None

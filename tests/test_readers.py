@@ -17,7 +17,8 @@ import fastavro
 import polars as pl
 
 KINDS = {"analysis-full", "analysis-incremental", "analysis-ledger", "attributes", "catalog", "tracks",
-         "analysis-full/_index/ids", "analysis-incremental/_index/ids", "attributes/_index/records"}
+         "analysis-full/_index/ids", "analysis-incremental/_index/ids", "attributes/_index/records",
+         "analysis-full/_index/records", "analysis-incremental/_index/records"}
 
 
 def _kind(path: Path, root: Path) -> str:

@@ -17,11 +17,21 @@ from dataclasses import dataclass, field
 from pipeline import layout
 from pipeline.errors import TooManyFailuresError
 from pipeline.formats import ANALYSIS, IDS, LEDGER, fingerprint
-from pipeline.formats.avro_io import AbortOnError, LazyWriter, RollingWriter, write_nonempty
+from pipeline.formats.avro_io import AbortOnError, LazyWriter, write_nonempty
+from pipeline.formats.record_index import Entry, IndexedPartsWriter
 from pipeline.ingest import engine
 from pipeline.ingest.engine import INGESTED, Counts, Result, WorkItem
 from pipeline.manifest import BucketManifest, Manifest
-from pipeline.ops.quality import ANALYSIS_RANGES, QualitySettings, QualityStats, analysis_values, enforce
+from pipeline.ops.quality import (
+    ANALYSIS_RANGES,
+    ANALYSIS_VALUE_FIELDS,
+    QualitySettings,
+    QualityStats,
+    analysis_row,
+    analysis_values,
+    enforce,
+    row_values,
+)
 from pipeline.source.base import Source
 from pipeline.warehouse import Warehouse
 
@@ -75,10 +85,12 @@ def check_failures(counts: Counts, ratio: float, where: str, invalid_ratio: floa
 
 
 class BucketWriter(AbortOnError):
-    """The part files and id index of one bucket, written in track id order, appearing atomically.
+    """The part files, id index and record index of one bucket, written in track id order, appearing atomically.
 
     Opening it clears what an earlier attempt left of the bucket in staging; ``close`` publishes
-    the last part and the index; ``abort`` makes sure no half-written file becomes visible.
+    the last part and the indexes; ``abort`` makes sure no half-written file becomes visible.
+    The record index (each record's length and gate values) lets a later pass, the compaction
+    and the attributes of a compaction day, copy or skip records without decoding them.
     """
 
     def __init__(self, wh: Warehouse, dataset: str, date: dt.date, bucket: int, settings: ChunkSettings):
@@ -86,21 +98,34 @@ class BucketWriter(AbortOnError):
         self.quality, self.z_threshold = QualityStats(ANALYSIS_RANGES), settings.quality.z_threshold
         identity = f"{dataset}/{layout.format_date(date)}"
         wh.clear_bucket(dataset, date, bucket)
-        self.parts = RollingWriter(wh.storage, lambda p: wh.layout.part_url(dataset, date, bucket, p), ANALYSIS,
-                                   settings.codec, settings.records_per_part, identity)
+        self.parts = IndexedPartsWriter(wh.storage, lambda p: wh.layout.part_url(dataset, date, bucket, p),
+                                        wh.layout.record_index_url(dataset, date, bucket), ANALYSIS, settings.codec,
+                                        settings.records_per_part, identity, ANALYSIS_VALUE_FIELDS)
         index_url = wh.layout.index_url(dataset, date, bucket)
         self._index = LazyWriter(wh.storage, index_url, IDS, settings.codec,
                                  f"{identity}/{wh.layout.index_name(bucket)}")  # no records, no index file
 
     def write(self, record: dict) -> None:
-        self.parts.write(record)
+        """Encode (strictly) and write a record."""
+        self.parts.write(record, analysis_row(record))
         self._index({"track_id": record["track_id"], "source_updated_at": record["source_updated_at"]})
         self.quality.observe(record["track_id"], *analysis_values(record))
+
+    def write_entry(self, entry: Entry) -> None:
+        """Write a record another analysis set holds: its bytes copied when it has them, else encoded."""
+        if entry.raw is None:
+            self.write(entry.record)
+            return
+        self.parts.write_raw(entry.raw, entry.track_id, entry.source_updated_at, entry.row)
+        self._index({"track_id": entry.track_id, "source_updated_at": entry.source_updated_at})
+        self.quality.observe(entry.track_id, *row_values(entry.row))
 
     def close(self) -> BucketManifest:
         files = self.parts.close()
         index = self.wh.layout.index_name(self.bucket) if self._index.close() else None
-        return BucketManifest.of_files(self.bucket, files, index=index, quality=self.quality.report(self.z_threshold))
+        return BucketManifest.of_files(self.bucket, files, index=index,
+                                       record_index=self.wh.layout.record_index_name(self.bucket) if files else None,
+                                       quality=self.quality.report(self.z_threshold))
 
     def abort(self) -> None:
         self.parts.abort()

@@ -25,13 +25,14 @@ import numpy as np
 
 from pipeline import layout
 from pipeline.errors import IncompleteDatasetError
-from pipeline.formats import ANALYSIS, IDS, LEDGER
-from pipeline.formats.avro_io import LazyWriter, RollingWriter, open_writer, read_records, write_file
+from pipeline.formats import ANALYSIS, IDS, LEDGER, RECORD_INDEX
+from pipeline.formats.avro_io import FileInfo, LazyWriter, open_writer, read_records, write_file, write_nonempty
+from pipeline.formats.record_index import IndexedPartsWriter
 from pipeline.ingest.chunk import ChunkSettings, check_failures, fetch, write_ledger_bucket
 from pipeline.ingest.engine import Counts, WorkItem
 from pipeline.ingest.work import full_items
 from pipeline.manifest import BucketManifest, FileEntry
-from pipeline.ops.quality import ANALYSIS_RANGES, QualityStats, analysis_values
+from pipeline.ops.quality import ANALYSIS_RANGES, ANALYSIS_VALUE_FIELDS, QualityStats, analysis_row, analysis_values
 from pipeline.source import source_from_settings
 from pipeline.source.catalog import CatalogRow, read_catalog_bucket
 from pipeline.warehouse import Warehouse
@@ -124,7 +125,8 @@ def ingest_slice(wh: Warehouse, task: SliceTask, items: Iterable[WorkItem] | Non
         return wh.layout.slice_url(task.dataset, date, task.bucket, task.slice, name)
 
     identity = f"{task.dataset}/{task.date}"
-    parts = RollingWriter(wh.storage, part_url, ANALYSIS, settings.codec, settings.records_per_part, identity)
+    parts = IndexedPartsWriter(wh.storage, part_url, url("record_index.avro"), ANALYSIS, settings.codec,
+                               settings.records_per_part, identity, ANALYSIS_VALUE_FIELDS)
     quality = QualityStats(ANALYSIS_RANGES)
     last_progress = [0.0]
 
@@ -137,7 +139,7 @@ def ingest_slice(wh: Warehouse, task: SliceTask, items: Iterable[WorkItem] | Non
     where = f"{task.dataset} {task.date} bucket {task.bucket} slice {task.slice}"
     with open_writer(wh.storage, url("ids.avro"), IDS, settings.codec, f"{identity}/{task.bucket}/{task.slice}") as ids:
         def on_record(record: dict) -> None:
-            parts.write(record)
+            parts.write(record, analysis_row(record))
             ids({"track_id": record["track_id"], "source_updated_at": record["source_updated_at"]})
             quality.observe(record["track_id"], *analysis_values(record))
 
@@ -217,6 +219,7 @@ def commit_slices(wh: Warehouse, dataset: str, date: dt.date, bucket: int, slice
         index_writer.abort()
         raise
     index = index_writer.close()
+    record_index = _concat_record_indexes(wh, dataset, date, bucket, slices, settings.codec)
     ledger_records = write_ledger_bucket(wh, date, bucket, slice_records("ledger.avro"), settings.codec)
     quality = QualityStats(ANALYSIS_RANGES, checked=sum(i["quality"]["checked"] for i in done),
                            examples=[e for i in done for e in i["quality"]["examples"]][:10])
@@ -236,6 +239,7 @@ def commit_slices(wh: Warehouse, dataset: str, date: dt.date, bucket: int, slice
             delta[key] = delta.get(key, 0) + value
     manifest = BucketManifest.of_files(
         bucket, files, index=wh.layout.index_name(bucket) if index else None,
+        record_index=wh.layout.record_index_name(bucket) if record_index else None,
         quality=quality.report(settings.quality.z_threshold),
         counts=counts.as_dict(), ledger_records=ledger_records, requests=requests, seconds=round(counts.seconds, 3),
         inputs=inputs or [], delta=delta or None, extra={"slices": slices})
@@ -246,6 +250,16 @@ def commit_slices(wh: Warehouse, dataset: str, date: dt.date, bucket: int, slice
     for s in range(slices):
         wh.storage.remove(wh.layout.slice_url(dataset, date, bucket, s))
     return manifest
+
+
+def _concat_record_indexes(wh: Warehouse, dataset: str, date: dt.date, bucket: int, slices: int, codec: str
+                           ) -> FileInfo | None:
+    """The bucket's record index: its slices' indexes one after the other (one entry per part file)."""
+    urls = [wh.layout.slice_url(dataset, date, bucket, s, "record_index.avro") for s in range(slices)]
+    entries = (entry for url in urls if wh.storage.exists(url)  # a slice without records has none
+               for entry in read_records(wh.storage, url))
+    return write_nonempty(wh.storage, wh.layout.record_index_url(dataset, date, bucket), RECORD_INDEX, entries, codec,
+                          identity=f"{dataset}/{layout.format_date(date)}/{wh.layout.record_index_name(bucket)}")
 
 
 def slice_tasks(wh: Warehouse, dataset: str, date: dt.date, bucket: int, slices: int, source: dict,

@@ -138,6 +138,35 @@ def analysis_values(record: dict) -> tuple[dict, float | None]:
     return {k: track.get(k) for k in ANALYSIS_RANGES}, rate
 
 
+# The analysis record index's values (``record_index.avsc``): what the gate reads of each analysis, so that a
+# record copied by its bytes (compaction) is observed without being decoded. NaN means null; a NaN that is a value
+# is kept as an infinity, which the range check flags as the record itself would have been.
+ANALYSIS_VALUE_FIELDS = (*ANALYSIS_RANGES, "segment_rate")
+
+
+def _as_float(value) -> float:
+    if value is None:
+        return math.nan
+    value = float(value)
+    return math.inf if value != value else value
+
+
+def analysis_row(record: dict) -> tuple[float, ...]:
+    """The record index row of an analysis record (``ANALYSIS_VALUE_FIELDS`` order)."""
+    values, rate = analysis_values(record)
+    return (*map(_as_float, values.values()), _as_float(rate))
+
+
+def row_values(row: Sequence[float]) -> tuple[dict, float | None]:
+    """``analysis_values`` of the record an index row describes (``analysis_row``'s inverse for ``observe``)."""
+    plain = [None if v != v else (int(v) if name in _INTEGER_VALUES and math.isfinite(v) else float(v))
+             for name, v in zip(ANALYSIS_VALUE_FIELDS, row, strict=True)]
+    return dict(zip(ANALYSIS_RANGES, plain[:-1], strict=True)), plain[-1]
+
+
+_INTEGER_VALUES = frozenset({"key", "mode"})
+
+
 def attribute_values(record: dict) -> tuple[dict, float | None]:
     values = {k: record.get(k) for k in ATTRIBUTE_RANGES}
     values["loudness"] = record.get("loudness_mean") if record.get("loudness") is None else record.get("loudness")

@@ -1,11 +1,12 @@
 """Compaction: a new full snapshot from the previous full, the incrementals after it and today's delta.
 
 Per bucket, one streaming k-way merge over sorted inputs — memory is one record per input,
-whatever the size of the catalog. The newest version of a track wins; tracks that left the
-catalog (takedowns) are dropped here, so they stay recoverable in the older sets until
-retention removes those. Today's delta (new tracks and due retries) is fetched first into a
-local temporary file, so the compaction day also holds the day's new analyses and no
-incremental is needed for it.
+whatever the size of the catalog. Records are copied by their bytes through the inputs' record
+indexes (``entries.py``): a compaction costs decompressing and compressing, not decoding.
+The newest version of a track wins; tracks that left the catalog (takedowns) are dropped here,
+so they stay recoverable in the older sets until retention removes those. Today's delta (new
+tracks and due retries) is fetched first into a local temporary file, so the compaction day
+also holds the day's new analyses and no incremental is needed for it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import tempfile
 from pipeline import layout
 from pipeline.errors import QualityGateError
 from pipeline.formats import ANALYSIS
-from pipeline.formats.analysis import upgrade
-from pipeline.formats.avro_io import RollingWriter, read_records
+from pipeline.formats.avro_io import RollingWriter
 from pipeline.ingest.chunk import BucketWriter, ChunkSettings, fetch, write_ledger_bucket
 from pipeline.manifest import BucketManifest, MergeReport
+from pipeline.snapshots.entries import ENTRY_ID, bucket_entries, decoded_entries
 from pipeline.snapshots.incremental import DeltaPlan, delta_inputs, plan_delta
 from pipeline.snapshots.merge import MergeStats, keep_ids, merge_newest
 from pipeline.snapshots.retry import RetryPolicy
@@ -58,16 +59,16 @@ def compact_bucket(wh: Warehouse, source: Source, date: dt.date, bucket: int, se
         delta_urls, details, ledger_rows = _fetch_delta(wh, source, date, bucket, settings, policy, key_template,
                                                         scratch, progress)
         local = LocalStorage()
-        streams = [wh.read_bucket(dataset, day, bucket) for dataset, day in state.sets()]
-        streams.append(r for url in delta_urls for r in read_records(local, url))
+        streams = [bucket_entries(wh, dataset, day, bucket) for dataset, day in state.sets()]
+        streams.append(entry for url in delta_urls for entry in decoded_entries(local, url))
         stats = MergeStats()
         catalog_ids = (row.track_id for row in read_catalog_bucket(wh, date, bucket))
-        merged = keep_ids(merge_newest(streams, stats), catalog_ids, stats)
+        merged = keep_ids(merge_newest(streams, stats, ENTRY_ID), catalog_ids, stats, ENTRY_ID)
         if (done := wh.committed_bucket(layout.ANALYSIS_FULL, date, bucket)) is not None:
             return done  # committed by another worker while this one fetched the delta
         with BucketWriter(wh, layout.ANALYSIS_FULL, date, bucket, settings) as writer:
-            for record in merged:
-                writer.write(upgrade(record))  # sets written by an older analysis format join the new full
+            for entry in merged:  # copied by their bytes; sets of an older analysis format upgraded
+                writer.write_entry(entry)
             written = writer.close()
     if written.records != stats.inputs - stats.replaced - stats.dropped:
         raise QualityGateError(f"compaction {date} bucket {bucket}: wrote {written.records} records from "

@@ -1,14 +1,19 @@
 """Streaming k-way merges over inputs sorted by track id (the sort-merge-bucket pass).
 
 Inputs are given oldest first. For a track present in several inputs the newest one
-wins; memory holds one record per input, whatever the size of the data.
+wins; memory holds one record per input, whatever the size of the data. Records are dicts
+(``record["track_id"]``) unless ``id_of`` says otherwise (e.g. record index entries).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+BY_ID: Callable[[Any], str] = itemgetter("track_id")
 
 
 @dataclass
@@ -19,10 +24,11 @@ class MergeStats:
     written: int = 0
 
 
-def merge_newest(streams: list[Iterable[dict]], stats: MergeStats | None = None) -> Iterator[dict]:
+def merge_newest(streams: list[Iterable[Any]], stats: MergeStats | None = None,
+                 id_of: Callable[[Any], str] = BY_ID) -> Iterator[Any]:
     """One record per track id, in id order, taken from the newest stream that has it."""
     stats = stats if stats is not None else MergeStats()
-    tagged = [_tag(stream, -age) for age, stream in enumerate(streams)]
+    tagged = [_tag(stream, -age, id_of) for age, stream in enumerate(streams)]
     last = None
     for track_id, _neg_age, record in heapq.merge(*tagged, key=lambda t: (t[0], t[1])):
         stats.inputs += 1
@@ -33,21 +39,23 @@ def merge_newest(streams: list[Iterable[dict]], stats: MergeStats | None = None)
         yield record
 
 
-def _tag(stream: Iterable[dict], rank: int) -> Iterator[tuple[str, int, dict]]:
+def _tag(stream: Iterable[Any], rank: int, id_of: Callable[[Any], str]) -> Iterator[tuple[str, int, Any]]:
     # A function, not a generator expression in a loop: the rank must be bound per stream.
     for record in stream:
-        yield record["track_id"], rank, record
+        yield id_of(record), rank, record
 
 
-def keep_ids(records: Iterable[dict], ids: Iterable[str], stats: MergeStats | None = None) -> Iterator[dict]:
+def keep_ids(records: Iterable[Any], ids: Iterable[str], stats: MergeStats | None = None,
+             id_of: Callable[[Any], str] = BY_ID) -> Iterator[Any]:
     """The records whose id is in ``ids`` (both sorted): a streaming semi-join."""
     stats = stats if stats is not None else MergeStats()
     wanted = iter(ids)
     current = next(wanted, None)
     for record in records:
-        while current is not None and current < record["track_id"]:
+        track_id = id_of(record)
+        while current is not None and current < track_id:
             current = next(wanted, None)
-        if current == record["track_id"]:
+        if current == track_id:
             stats.written += 1
             yield record
         else:
