@@ -157,3 +157,18 @@ def test_a_process_forked_after_obstore_ran_uses_boto3_instead_of_hanging(s3_end
         outcome = pool.apply_async(_fetch_in_child, (s3_endpoint, s3_bucket)).get(timeout=120)
     assert outcome == (OK, b'{"a": 1}', False)
     assert obstore_usable()
+
+
+def test_the_configured_source_builds_its_boto3_client_only_to_list(s3_endpoint, s3_bucket):
+    """A chunk's GETs need no boto3 client (~0.1 s of CPU per task process to build): it is made on first use."""
+    from pipeline.source import source_from_settings
+
+    s3_client(s3_endpoint).put_object(Bucket=s3_bucket, Key="p/a.json", Body=b'{"a": 1}')
+    cfg = {"url": f"s3://{s3_bucket}/p/", "endpoint_url": s3_endpoint, "region": "us-east-1", "concurrency": 2,
+           "max_attempts": 2, "retry_mode": "standard", "connect_timeout": 2.0, "read_timeout": 5.0,
+           "client": "obstore", "max_document_bytes": 1000}
+    src = source_from_settings(cfg)
+    assert src.fetch("a.json").body == b'{"a": 1}' and src.fetch("b.json").outcome == MISSING
+    assert src._client is None and src.describe() == f"s3://{s3_bucket}/p/ at {s3_endpoint}"
+    assert list(src.list_objects()) == [("a.json", 8)]
+    assert src.stats.as_dict() == {"gets": 2, "lists": 1, "heads": 0, "retries": 0, "bytes": 8}

@@ -32,18 +32,23 @@ def source_from_settings(cfg: dict, client=None) -> Source:
     if cfg["url"].startswith("s3://"):
         import boto3
 
+        from pipeline.redact import redact_credentials_in_logs
         from pipeline.source.s3 import S3Source, make_client
 
+        redact_credentials_in_logs()  # now, not when (if ever) the boto3 client is made
         session = boto3.session.Session()
-        client = client or make_client(cfg["endpoint_url"], cfg["region"], cfg["concurrency"] + 4,
-                                       cfg["max_attempts"], cfg["retry_mode"], cfg["connect_timeout"],
-                                       cfg["read_timeout"], session=session)
+
+        def new_client():
+            return make_client(cfg["endpoint_url"], cfg["region"], cfg["concurrency"] + 4, cfg["max_attempts"],
+                               cfg["retry_mode"], cfg["connect_timeout"], cfg["read_timeout"], session=session)
+
         if cfg["client"] == "boto3":
-            return S3Source(cfg["url"], client, max_attempts=cfg["max_attempts"])
+            return S3Source(cfg["url"], client or new_client(), max_attempts=cfg["max_attempts"])
         from pipeline.source.s3_get import ObstoreS3Source
 
-        return ObstoreS3Source(cfg["url"], client, endpoint_url=cfg["endpoint_url"], session=session,
-                               max_attempts=cfg["max_attempts"], max_bytes=cfg["max_document_bytes"],
-                               connect_timeout=cfg["connect_timeout"], read_timeout=cfg["read_timeout"],
-                               pool=cfg["concurrency"] + 4)
+        # the boto3 client only lists and stands in after a fork: made on first use (s3.py)
+        return ObstoreS3Source(cfg["url"], client, client_factory=new_client, endpoint_url=cfg["endpoint_url"],
+                               region=cfg["region"], session=session, max_attempts=cfg["max_attempts"],
+                               max_bytes=cfg["max_document_bytes"], connect_timeout=cfg["connect_timeout"],
+                               read_timeout=cfg["read_timeout"], pool=cfg["concurrency"] + 4)
     raise ConfigError(f"[source] url = {cfg['url']!r}: expected s3://BUCKET/PREFIX or file://FOLDER")

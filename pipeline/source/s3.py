@@ -10,6 +10,8 @@ ETag (MD5 of a single-part object), so a corrupted transfer is never ingested.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import boto3
@@ -57,7 +59,14 @@ def _validated_by_botocore(response: dict) -> bool:
 
 
 class S3Source(Source):
-    def __init__(self, url: str, client, max_attempts: int = 5, verify_etag: bool = True):
+    def __init__(self, url: str, client, max_attempts: int = 5, verify_etag: bool = True,
+                 client_factory: Callable[[], object] | None = None):
+        """``client``: a boto3 S3 client, or None with ``client_factory`` making one on first use.
+
+        Why lazily: building a boto3 S3 client costs ~0.1 s of CPU (its service model is parsed
+        anew by every session), paid by every chunk's task process; the obstore path needs it only
+        to list or to fall back, so its chunks never pay it (docs/performance.md).
+        """
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
             raise ValueError(f"{url!r} is not an s3://BUCKET/PREFIX URL")
@@ -66,11 +75,28 @@ class S3Source(Source):
         self.prefix = parts.path.lstrip("/")
         if self.prefix and not self.prefix.endswith("/"):
             self.prefix += "/"
-        self.client = client
         self.max_attempts = max_attempts
         self.verify_etag = verify_etag
         self.stats = RequestStats()
+        if client is None and client_factory is None:
+            raise ValueError("S3Source needs a client or a client_factory")
+        self._client, self._client_factory = None, client_factory
+        self._client_lock = threading.Lock()
+        if client is not None:
+            self._attach(client)
+
+    def _attach(self, client) -> None:
         client.meta.events.register("before-send.s3", self._count_request)
+        self._client = client
+
+    @property
+    def client(self):
+        """The boto3 client, made on first use when only a factory was given."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._attach(self._client_factory())
+        return self._client
 
     def _count_request(self, request, **_kwargs) -> None:
         kind = {"GET": "gets", "HEAD": "heads"}.get(request.method)

@@ -73,11 +73,14 @@ class BotoCredentials:
         self.session, self.refresh_every = session, refresh_every
         self._credentials = None
 
-    def resolve(self, where: str) -> None:
-        """Walk the chain once (it may query an instance-metadata address); fail fast naming the fix."""
+    def resolve(self, where) -> None:
+        """Walk the chain once (it may query an instance-metadata address); fail fast naming the fix.
+
+        ``where()`` names the source in that message (only then: it may build the boto3 client).
+        """
         self._credentials = self.session.get_credentials()
         if self._credentials is None:
-            raise SourceUnavailableError(NO_CREDENTIALS.format(where=where))
+            raise SourceUnavailableError(NO_CREDENTIALS.format(where=where()))
 
     def __call__(self) -> dict:
         frozen = self._credentials.get_frozen_credentials()
@@ -88,12 +91,14 @@ class BotoCredentials:
 class ObstoreS3Source(S3Source):
     """An ``S3Source`` whose per-track GETs go through obstore; listing and credentials stay with boto3."""
 
-    def __init__(self, url: str, client, *, endpoint_url: str | None = None, session=None, max_attempts: int = 5,
-                 max_bytes: int = 64 * 1024 * 1024, connect_timeout: float = 5.0, read_timeout: float = 30.0,
-                 pool: int = 32, backoff_base: float = 0.2, backoff_cap: float = 20.0, verify_etag: bool = True):
-        """``client`` (boto3) lists; ``session`` (boto3, default: a new one) supplies the credentials."""
-        super().__init__(url, client, max_attempts=max_attempts, verify_etag=verify_etag)
-        self.endpoint_url, self.session = endpoint_url, session
+    def __init__(self, url: str, client, *, client_factory=None, endpoint_url: str | None = None,
+                 region: str | None = None, session=None, max_attempts: int = 5, max_bytes: int = 64 * 1024 * 1024,
+                 connect_timeout: float = 5.0, read_timeout: float = 30.0, pool: int = 32, backoff_base: float = 0.2,
+                 backoff_cap: float = 20.0, verify_etag: bool = True):
+        """``client`` (boto3, or None and ``client_factory``) lists; ``session`` (boto3, default: a new one)
+        supplies the credentials; ``region`` (default: the client's) signs the GETs."""
+        super().__init__(url, client, max_attempts=max_attempts, verify_etag=verify_etag, client_factory=client_factory)
+        self.endpoint_url, self.session, self.region = endpoint_url, session, region
         self.max_bytes, self.backoff_base, self.backoff_cap = max_bytes, backoff_base, backoff_cap
         self._timeouts = (connect_timeout, read_timeout)
         self._pool = pool
@@ -109,7 +114,7 @@ class ObstoreS3Source(S3Source):
                 from obstore.store import S3Store
 
                 credentials = BotoCredentials(self.session or boto3.session.Session())
-                credentials.resolve(self.describe())
+                credentials.resolve(self.describe)
                 if not _RUNTIME_PID:
                     _RUNTIME_PID.append(os.getpid())
                 endpoint = self.endpoint_url
@@ -118,7 +123,8 @@ class ObstoreS3Source(S3Source):
                            "timeout": f"{int(max(60.0, 4 * read) * 1000)}ms", "pool_max_idle_per_host": str(self._pool),
                            "allow_http": bool(endpoint and endpoint.startswith("http://"))}
                 kwargs = {"endpoint": endpoint, "virtual_hosted_style_request": False} if endpoint else {}
-                self._store = S3Store(self.bucket, region=self.client.meta.region_name, credential_provider=credentials,
+                region = self.region or self.client.meta.region_name
+                self._store = S3Store(self.bucket, region=region, credential_provider=credentials,
                                       client_options=options, retry_config={"max_retries": 0}, **kwargs)
             return self._store
 
