@@ -158,6 +158,20 @@ def _edge_cases() -> dict[str, bytes]:
         "escaped-key-in-bar": _raw(doc, bar, bar.replace(b'"start"', b'"st\\u0061rt"', 1)),
         "escaped-top-level-key": _raw(doc, b'"segments":', b'"segm\\u0065nts":'),
         "bracket-in-string": _set(("meta", "detailed_status"), "[ok]"),
+        # fastdecode._counted: the ':' and '[' of the text against those read (strings included)
+        "colon-in-string": _set(("meta", "detailed_status"), "ok: 12:30 [x]"),
+        "colon-in-unknown-top-level-key": _set(("a:b[",), {"c:d": ["e:[f"]}),
+        "escaped-colon-in-string": _raw(doc, b'"analyzer_version":"4.0.0"', b'"analyzer_version":"4\\u003a0"'),
+        "escaped-bracket-in-string": _raw(doc, b'"analyzer_version":"4.0.0"', b'"analyzer_version":"4\\u005B0"'),
+        "escaped-backslash-u003a": _raw(doc, b'"analyzer_version":"4.0.0"', b'"analyzer_version":"4\\\\u003a0"'),
+        "extra-key-in-bar-and-escaped-colon": _raw(doc, bar, bar[:-1] + b',"x":1}').replace(
+            b'"analyzer_version":"4.0.0"', b'"analyzer_version":"4\\u003A0"'),
+        "duplicate-key-in-bar-and-colon-gone": _raw(doc, bar, bar[:-1] + b',"start":99.5}').replace(
+            b'"platform":', b'"platform":"x:y","p2":'),
+        "nested-pitches-and-escaped-bracket": _set(("segments", 1, "pitches"), [0.5] * 11 + [[0.5]]).replace(
+            b'"analyzer_version":"4.0.0"', b'"analyzer_version":"\\u005b"'),
+        "loudness-end-nan-string": _set(("segments", 1, "loudness_end"), "nan"),
+        "loudness-end-missing-but-extra-key": _set(("segments", 1, "loudness_edn"), -3.0),
         "minus-zero-int-in-pitches": _raw(doc, pitches, b"[-0" + pitches[pitches.index(b","):]),
         "deep-unknown-key-200": _raw(doc, b'"meta":', b'"deep":' + b"[" * 200 + b"]" * 200 + b',"meta":'),
         "deep-unknown-key-1000": _raw(doc, b'"meta":', b'"deep":' + b"[" * 1000 + b"]" * 1000 + b',"meta":'),
@@ -244,14 +258,17 @@ def test_edge_and_malformed_documents_get_the_same_outcome(name):
     assert_same(EDGE_CASES[name])
 
 
-FAST = {"trailing-whitespace", "minus-zero-int", "surrogate-pair", "deep-unknown-key-200", "duplicate-key-in-meta",
-        "duplicate-key-in-track", "bars-empty", "segments-empty", "bars-missing", "meta-missing", "track-missing",
+# A duplicate key in meta, track or an unknown key's object is read as orjson reads it (the last), but it
+# adds a ':' that fastdecode._counted cannot tell from one in a series: declined, for the reference path.
+FAST = {"trailing-whitespace", "minus-zero-int", "surrogate-pair", "deep-unknown-key-200", "bars-empty",
+        "segments-empty", "bars-missing", "meta-missing", "track-missing",
         "sections-missing", "pitches-ints", "timbre-minus-zero", "loudness-end-int", "int-2**64-1-in-bar",
         "meta-url-with-credentials", "unknown-top-level-key", "sections-with-unknown-key", "bar-start-true",
         "segment-start-true", "huge-int-in-pitches", "bar-start-string", "segment-start-string",
         "loudness-end-string", "loudness-end-true", "loudness-end-beyond-float32", "track-duration-1e308",
-        "track-key-float", "duplicate-key-in-unknown-object",
-        "escaped-key-in-bar", "escaped-top-level-key", "minus-zero-int-in-pitches"}
+        "track-key-float",
+        "escaped-key-in-bar", "escaped-top-level-key", "minus-zero-int-in-pitches", "bracket-in-string",
+        "colon-in-string", "colon-in-unknown-top-level-key"}
 
 
 @pytest.mark.parametrize("name", sorted(EDGE_CASES))
