@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
+
 from pipeline import layout
 from pipeline.demo.seed import seed_local_folder, write_metadata_dump
 from pipeline.demo.synthetic import CatalogSimulation
@@ -79,3 +81,45 @@ def test_a_child_forked_by_a_luigi_worker_converts_without_its_parents_pool(tmp_
             child.kill()
     assert child.exitcode == 0
     assert queue.get(timeout=10) == (False, ["invalid"])
+
+
+class _HoldingSource:
+    """Each download holds the whole budget until its document is converted; the first one is slow."""
+
+    def __init__(self, body: bytes):
+        from pipeline.source.base import RequestStats
+
+        self.body, self.stats = body, RequestStats()
+
+    def fetch(self, key: str, budget=None):
+        import time
+
+        from pipeline.source.base import OK, Fetched
+
+        if key == "k0":
+            time.sleep(0.3)  # the others finish first and take the budget
+        return Fetched(OK, body=self.body, reservation=budget.admit(len(self.body), False))
+
+
+def test_finished_downloads_never_hold_the_budget_while_the_first_is_still_coming():
+    """At processes = 1 the consuming thread converts: it converts every finished download, in any order,
+    so one waiting for room behind them cannot deadlock the chunk; results still come in order."""
+    import threading
+
+    import orjson
+
+    from pipeline.demo.synthetic import synth_analysis
+    from pipeline.ingest.engine import INGESTED, WorkItem, fetch_in_order
+    from pipeline.source.catalog import CatalogRow
+
+    body = orjson.dumps(synth_analysis(np.random.default_rng(1), "TR0", 120.0, 1, 1, 4, 20.0, 30))
+    items = [WorkItem(CatalogRow(f"TR{i:020d}", None, 1), f"k{i}") for i in range(8)]
+    results: list = []
+    # budget: 2 × len(body); each document is charged its decoding peak, clamped to the whole budget
+    runner = threading.Thread(target=lambda: results.extend(
+        fetch_in_order(_HoldingSource(body), items, 2, len(body), processes=1)), daemon=True)
+    runner.start()
+    runner.join(60)
+    assert not runner.is_alive(), "the chunk deadlocked on its memory budget"
+    assert [r.item.key for r in results] == [f"k{i}" for i in range(8)]
+    assert {r.outcome for r in results} == {INGESTED}

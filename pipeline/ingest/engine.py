@@ -1,10 +1,16 @@
 """The ingest engine: fetch, validate and convert the documents of one bucket, in track id order.
 
 Downloads run concurrently in a bounded sliding window (``concurrency`` threads, at
-most ``2 × concurrency`` documents in memory), conversions in the same thread or, with
-``processes`` > 1, in worker processes (``convert.py``), while results are consumed strictly in
-submission order, so the output stays sorted by track id without buffering the
-bucket. Every track ends in exactly one outcome: ingested, missing, invalid or failed.
+most ``2 × concurrency`` documents in memory), conversions in the thread that consumes them or,
+with ``processes`` > 1, in worker processes (``convert.py``), while results are handed on strictly
+in submission order, so the output stays sorted by track id without buffering the bucket. Every
+track ends in exactly one outcome: ingested, missing, invalid or failed.
+
+Why the consuming thread converts rather than the downloading ones: decoding holds the GIL, so
+conversions in eight download threads ran one at a time anyway, and a thread busy converting was
+a download not in flight. The consumer converts every download that has finished, in any order
+(each keeps its memory reservation until its record exists, and none may wait on the consumer
+while it waits for an earlier one), and hands the results on in order.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from pipeline.errors import InvalidDocumentError, SourceUnavailableError
@@ -81,6 +87,64 @@ def process(source: Source, item: WorkItem, max_bytes: int, budget: MemoryBudget
         fetched.reservation.release()
 
 
+def _fetch_held(source: Source, item: WorkItem, budget: MemoryBudget) -> tuple[WorkItem, Fetched | None]:
+    """The download of ``_Converter``: the body keeps its reservation until the consumer converted it."""
+    return item, (None if item.key_error else source.fetch(item.key, budget))
+
+
+class _Converter:
+    """The window of downloads of ``fetch_in_order`` at ``processes`` ≤ 1, converted by the consuming thread."""
+
+    BUSY = object()  # being converted (the consumer may wait for room in the middle of one)
+
+    def __init__(self, max_bytes: int, budget: MemoryBudget):
+        self.max_bytes, self.budget = max_bytes, budget
+        self.window: collections.deque[list] = collections.deque()  # [future, None | BUSY | Result | error]
+
+    def head(self) -> Result:
+        """The oldest result, once converted; every other finished download is converted meanwhile."""
+        head = self.window[0]
+        while head[1] is None:
+            if not self.settle_finished():
+                wait([e[0] for e in self.window if e[1] is None], return_when=FIRST_COMPLETED)
+        outcome = self.window.popleft()[1]
+        if isinstance(outcome, BaseException):  # raised where the old in-order loop raised it
+            raise outcome
+        return outcome
+
+    def settle_finished(self) -> bool:
+        """Convert every finished download not converted yet, oldest first; False when there was none."""
+        finished = [e for e in self.window if e[1] is None and e[0].done()]
+        for entry in finished:
+            if entry[1] is None:  # a nested settle (waiting for room) may have taken it
+                entry[1] = self.BUSY
+                future, entry[0] = entry[0], None  # the finished future holds the body: let it go with it
+                try:
+                    entry[1] = self.convert(*future.result())
+                except Exception as exc:  # noqa: BLE001 - kept for its turn (e.g. no credentials)
+                    entry[1] = exc
+                del future
+        return bool(finished)
+
+    def convert(self, item: WorkItem, fetched: Fetched | None) -> Result:
+        if fetched is None:
+            return Result(item, INVALID, reason=item.key_error or "", attempts=0)
+        try:
+            return _convert(item, fetched, self.max_bytes, self.budget, admit=self.admit_worst)
+        finally:
+            fetched.reservation.release()
+
+    def admit_worst(self, size: int):
+        """Room for a document's worst case, converting the other finished downloads until there is some."""
+        while (reservation := self.budget.try_admit(size, True, worst=True)) is None:
+            if not self.settle_finished():
+                pending = [e[0] for e in self.window if e[1] is None]
+                if not pending:  # nothing else holds the budget: only this document (clamped) remains
+                    return self.budget.admit(size, True, worst=True)
+                wait(pending, return_when=FIRST_COMPLETED)
+        return reservation
+
+
 def fetch_one(source: Source, item: WorkItem, budget: MemoryBudget) -> tuple[WorkItem, Fetched | None]:
     """The download half of ``process`` for the process-pool path (None when the item has no valid key).
 
@@ -110,7 +174,7 @@ def finish(item: WorkItem, fetched: Fetched | None, converted: tuple[bool, dict 
     return Result(item, INGESTED, record=value, attempts=fetched.attempts)
 
 
-def _convert(item: WorkItem, fetched: Fetched, max_bytes: int, budget: MemoryBudget | None) -> Result:
+def _convert(item: WorkItem, fetched: Fetched, max_bytes: int, budget: MemoryBudget | None, admit=None) -> Result:
     if fetched.outcome in (MISSING, INVALID):
         return Result(item, fetched.outcome, reason=fetched.reason, attempts=fetched.attempts)
     if fetched.outcome != OK:
@@ -125,7 +189,7 @@ def _convert(item: WorkItem, fetched: Fetched, max_bytes: int, budget: MemoryBud
     # it inflates past what it was charged for (a gzip body beyond the first guess, or one that
     # nothing announced): give the charge back, wait for the worst case, then inflate it again
     fetched.reservation.release()
-    reservation = budget.admit(len(fetched.body), True, worst=True)
+    reservation = (admit or (lambda size: budget.admit(size, True, worst=True)))(len(fetched.body))
     try:
         return _decode(item, fetched, max_bytes)
     except BodyTooLarge as exc:
@@ -164,12 +228,30 @@ def _in_order(pool: ThreadPoolExecutor, fn, items: Iterable, concurrency: int) -
             future.cancel()
 
 
+def _converted_here(pool: ThreadPoolExecutor, source: Source, items: Iterable[WorkItem], concurrency: int,
+                    max_bytes: int, budget: MemoryBudget) -> Iterator[Result]:
+    """Downloads in ``pool``, conversions in this thread (``_Converter``), results in order."""
+    converter = _Converter(max_bytes, budget)
+    try:
+        for item in items:
+            converter.window.append([pool.submit(_fetch_held, source, item, budget), None])
+            if len(converter.window) >= 2 * concurrency:
+                yield converter.head()
+        while converter.window:
+            yield converter.head()
+    finally:
+        for future, _ in converter.window:
+            if future is not None:
+                future.cancel()
+
+
 def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, max_bytes: int,
                    processes: int = 1) -> Iterator[Result]:
     """Results in the order of ``items``, with at most ``2 × concurrency`` downloads in flight.
 
     Documents being downloaded and decoded share one ``MemoryBudget`` of ``concurrency ×
-    max_bytes`` (see pipeline/source/limits.py); finished results hold only compact records.
+    max_bytes`` (see pipeline/source/limits.py), each held from its download until its record
+    exists (``_Converter``: this thread converts them); finished results hold only compact records.
     With ``processes`` > 1 the downloads stay in threads here and the conversions run in that
     many worker processes (``convert_in_order``), still in order.
     """
@@ -178,7 +260,7 @@ def fetch_in_order(source: Source, items: Iterable[WorkItem], concurrency: int, 
     relax_gc_for_documents()  # the collector would rescan the whole heap every few documents
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
         if processes <= 1 or not may_use_processes():
-            yield from _in_order(pool, lambda item: process(source, item, max_bytes, budget), items, concurrency)
+            yield from _converted_here(pool, source, items, concurrency, max_bytes, budget)
             return
         fetched = _in_order(pool, lambda item: fetch_one(source, item, budget), items, concurrency)
         jobs = (((item, f), (f.body, item.key, f.content_encoding, item.row.track_id, item.row.analysis_updated_at)

@@ -8,7 +8,9 @@ with one object, in this order:
    read), otherwise the call waits until the chunk's budget has room for the document;
 2. ``read_capped(stream, max_bytes)`` reads the body with a hard limit, so an absent or lying
    length cannot make it read more than the cap;
-3. the engine releases the reservation once the document was converted to its (compact) record.
+3. the engine releases the reservation once the document was converted to its (compact) record
+   (the thread consuming the downloads converts every finished one, in any order, so a finished
+   download never holds the budget while the consumer waits for an earlier one).
 
 The budget is ``concurrency × max_document_bytes``. A document is charged ``EXPANSION`` times its
 decompressed size: its declared length for a plain body, ``GZIP_GUESS`` times it for a gzip body
@@ -158,6 +160,17 @@ class MemoryBudget:
         nbytes = self.cost(declared, gzipped, worst)
         with self._cond:
             self._cond.wait_for(lambda: self.used + nbytes <= self.total)
+            self.used += nbytes
+            self.peak = max(self.peak, self.used)
+        return Reservation(self, nbytes)
+
+    def try_admit(self, declared: int | None, gzipped: bool, worst: bool = False) -> Reservation | None:
+        """``admit`` without waiting: None when the budget has no room now (the caller frees some first)."""
+        refuse_declared(declared, self.max_document_bytes)
+        nbytes = self.cost(declared, gzipped, worst)
+        with self._cond:
+            if self.used + nbytes > self.total:
+                return None
             self.used += nbytes
             self.peak = max(self.peak, self.used)
         return Reservation(self, nbytes)
