@@ -138,8 +138,8 @@ class ingest(luigi.Config):  # noqa: N801
     processes = luigi.IntParameter(
         default=0, significant=False,
         description="Processes that decode, validate and pack one chunk's documents (0, the default: the host's "
-                    "cores divided by [resources] s3_ingest, the chunks that may run at once; 1: in the downloading "
-                    "threads). Does not change how many chunks hit the source at once nor the output.",
+                    "cores divided by [resources] s3_ingest, the chunks that may run at once; 1: in the thread that "
+                    "consumes the downloads). Does not change how many chunks hit the source at once nor the output.",
     )
 
 

@@ -14,7 +14,7 @@ a luigi task process (``--workers`` > 1) from ever exiting: multiprocessing join
 children on its way out, and atexit handlers do not run there. The forkserver has imported this
 module once (``forkserver()``), so a chunk's pool starts in a few milliseconds. A process forked
 from one that already ran a pool (luigi ``--workers`` > 1 after in-process runs, as in the tests)
-cannot use that forkserver: it converts in its downloading threads instead (same output).
+cannot use that forkserver: it converts in the thread consuming its downloads instead (same output).
 """
 
 from __future__ import annotations
