@@ -142,6 +142,7 @@ def analysis_values(record: dict) -> tuple[dict, float | None]:
 # record copied by its bytes (compaction) is observed without being decoded. NaN means null; a NaN that is a value
 # is kept as an infinity, which the range check flags as the record itself would have been.
 ANALYSIS_VALUE_FIELDS = (*ANALYSIS_RANGES, "segment_rate")
+_INTEGER_VALUES = frozenset({"key", "mode"})  # ints in the record: read back as ints, as the record holds them
 
 
 def _as_float(value) -> float:
@@ -162,9 +163,6 @@ def row_values(row: Sequence[float]) -> tuple[dict, float | None]:
     plain = [None if v != v else (int(v) if name in _INTEGER_VALUES and math.isfinite(v) else float(v))
              for name, v in zip(ANALYSIS_VALUE_FIELDS, row, strict=True)]
     return dict(zip(ANALYSIS_RANGES, plain[:-1], strict=True)), plain[-1]
-
-
-_INTEGER_VALUES = frozenset({"key", "mode"})
 
 
 def attribute_values(record: dict) -> tuple[dict, float | None]:
