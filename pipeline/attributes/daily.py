@@ -23,12 +23,12 @@ from pipeline.attributes.changed import changed_analyses, previous_versions
 from pipeline.attributes.kept_runs import NotCopyable, Yesterday, write_day
 from pipeline.attributes.maths import ALGORITHM_VERSION, compute, upgrade
 from pipeline.attributes.summary import VALUE_FIELDS, BucketStats, row_of
-from pipeline.formats import ATTRIBUTES, fingerprint
+from pipeline.formats import ATTRIBUTES
 from pipeline.formats.arrays import arrays
-from pipeline.formats.avro_raw import read_raw
 from pipeline.formats.index_columns import read_columns
-from pipeline.formats.record_index import Entry, IndexedPartsWriter, copyable, read_entries, read_index
+from pipeline.formats.record_index import Entry, IndexedPartsWriter
 from pipeline.manifest import BucketManifest
+from pipeline.snapshots.entries import RecordKind, bucket_entries
 from pipeline.snapshots.merge import merge_newest
 from pipeline.source.catalog import read_catalog_bucket, read_catalog_id_blocks
 from pipeline.warehouse import Warehouse
@@ -62,26 +62,12 @@ def join_bucket(catalog_ids: Iterable[str], previous: Iterable[Entry], analyses:
     stats.dropped += sum(1 for _ in prev_it) + (prev is not None)
 
 
+ATTRIBUTE_RECORDS = RecordKind(ATTRIBUTES, VALUE_FIELDS, row_of, upgrade)
+
+
 def _previous(wh: Warehouse, date: dt.date, bucket: int) -> Iterator[Entry]:
     """Yesterday's records: through their record index (no decoding) when it can be copied, else decoded."""
-    entry = wh.manifest(layout.ATTRIBUTES, date).bucket(bucket)
-    if entry.record_index:
-        for part in read_index(wh.storage, wh.layout.file_url(layout.ATTRIBUTES, date, entry.record_index)):
-            url = wh.layout.file_url(layout.ATTRIBUTES, date, part["part"])
-            if copyable(part, ATTRIBUTES, VALUE_FIELDS):
-                yield from read_entries(wh.storage, url, part)
-            else:
-                yield from _decoded(wh, url)
-    else:  # written before record indexes existed
-        for url in wh.bucket_files(layout.ATTRIBUTES, date, bucket):
-            yield from _decoded(wh, url)
-
-
-def _decoded(wh: Warehouse, url: str) -> Iterator[Entry]:
-    current = fingerprint(ATTRIBUTES)
-    for record, raw, fp in read_raw(wh.storage, url):
-        yield Entry(record["track_id"], record["source_updated_at"], raw if fp == current else None, row_of(record),
-                    record if fp == current else upgrade(record))  # an older format is re-encoded once
+    return bucket_entries(wh, layout.ATTRIBUTES, date, bucket, ATTRIBUTE_RECORDS)
 
 
 @dataclass(frozen=True)
